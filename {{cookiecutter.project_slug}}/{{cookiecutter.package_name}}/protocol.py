@@ -1,0 +1,122 @@
+"""The WebSocket protocol of CONTRACT.md: client frames in, replies out.
+
+``parse`` turns one text frame into a request or raises ``ProtocolError`` carrying
+the contract's error code; the reply builders produce the exact frames the contract
+shows. Nothing here knows about sockets, brokers or frameworks.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+ROOM_RULE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+MAX_REF_LENGTH = 64
+REQUEST_TYPES = ("join", "leave", "publish", "ping")
+
+
+class ProtocolError(Exception):
+    """A bad request: answered with an ``error`` frame; the connection lives on."""
+
+    def __init__(self, code: str, message: str, ref: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ref = ref
+
+    def reply(self) -> str:
+        return _frame(
+            {"type": "error", "code": self.code, "message": self.message}, self.ref
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    type: str  # one of REQUEST_TYPES
+    room: str | None = None
+    data: Any = None
+    ref: str | None = None
+
+
+def parse(text: str) -> Request:
+    """One client text frame as a request, or ProtocolError with the contract's code."""
+    try:
+        # NaN and Infinity are not JSON: refused, so every frame we send is JSON.
+        message = json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        raise ProtocolError("invalid_json", "the frame is not valid JSON") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("invalid_json", "the frame must be a JSON object")
+
+    ref = message.get("ref")
+    if ref is not None and (not isinstance(ref, str) or len(ref) > MAX_REF_LENGTH):
+        # The ref itself is bad, so the error cannot carry it.
+        raise ProtocolError(
+            "invalid_message",
+            f"ref must be a string of at most {MAX_REF_LENGTH} characters",
+        )
+    kind = message.get("type")
+    if not isinstance(kind, str):
+        raise ProtocolError("invalid_message", "type must be a string", ref)
+    if kind not in REQUEST_TYPES:
+        raise ProtocolError(
+            "unknown_type",
+            f"type {kind[:64]!r} is unknown: use one of {', '.join(REQUEST_TYPES)}",
+            ref,
+        )
+    if kind == "ping":
+        return Request("ping", ref=ref)
+
+    room = message.get("room")
+    if not isinstance(room, str):
+        raise ProtocolError("invalid_message", f"{kind} needs a room (a string)", ref)
+    if not ROOM_RULE.match(room):
+        raise ProtocolError(
+            "invalid_room",
+            "a room name is 1 to 64 characters among A-Z a-z 0-9 _ . : -",
+            ref,
+        )
+    if kind == "publish":
+        if "data" not in message:
+            raise ProtocolError(
+                "invalid_message", "publish needs data (any JSON value)", ref
+            )
+        return Request("publish", room, message["data"], ref)
+    return Request(kind, room, ref=ref)
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _frame(fields: dict[str, Any], ref: str | None) -> str:
+    if ref is not None:
+        fields["ref"] = ref
+    return json.dumps(fields)
+
+
+def joined(room: str, ref: str | None = None) -> str:
+    return _frame({"type": "joined", "room": room}, ref)
+
+
+def left(room: str, ref: str | None = None) -> str:
+    return _frame({"type": "left", "room": room}, ref)
+
+
+def published(room: str, ref: str | None = None) -> str:
+    return _frame({"type": "published", "room": room}, ref)
+
+
+def pong(ref: str | None = None) -> str:
+    return _frame({"type": "pong"}, ref)
+
+
+def gap(rooms: list[str]) -> str:
+    return json.dumps({"type": "gap", "rooms": rooms})
+
+
+def message(room: str, data: Any) -> str:
+    """The frame every member receives, and the exact payload published to Redis."""
+    return json.dumps({"type": "message", "room": room, "data": data})

@@ -1,0 +1,193 @@
+"""Every setting of the app, read from the environment and checked once, at start.
+
+A bad value stops the app with one line naming the variable, the value and what is
+allowed, so a typo in a config var fails the deploy instead of a user's connection.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+# The default Redis channel prefix: rooms of different apps sharing one Redis
+# never meet.
+PROJECT_SLUG = "{{ cookiecutter.project_slug }}"
+# Heroku's router closes a connection on which nothing has moved for 55 s (H15/H28).
+ROUTER_IDLE_SECONDS = 55.0
+ROUTER_CUT = "Heroku's router cuts a connection idle for 55 s"
+
+
+class SettingsError(ValueError):
+    """A setting the app refuses to start with; the message is the whole story."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    port: int
+    redis_url: str | None
+    redis_tls_verify: bool
+    channel_prefix: str
+    ping_interval: float
+    ping_timeout: float
+    max_message_bytes: int
+    # None: only the app's own origin; ("*",): any; else the listed origins.
+    allowed_origins: tuple[str, ...] | None
+    max_connections: int
+    max_rooms: int
+    rate_limit: float
+    rate_burst: int
+    max_pending_bytes: int
+    compression: bool
+    echo_path: str | None
+    log_level: str
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = _Reader(os.environ if environ is None else environ)
+        return cls(
+            port=env.integer("PORT", 8000, low=1, high=65535),
+            redis_url=env.redis_url("REDIS_URL"),
+            redis_tls_verify=env.boolean("REDIS_TLS_VERIFY", False),
+            channel_prefix=env.text("REDIS_CHANNEL_PREFIX", PROJECT_SLUG),
+            # Durations are in seconds; decimals are allowed.
+            ping_interval=env.number(
+                "WS_PING_INTERVAL", 20, below=ROUTER_IDLE_SECONDS, why=ROUTER_CUT
+            ),
+            ping_timeout=env.number("WS_PING_TIMEOUT", 20),
+            max_message_bytes=env.integer("WS_MAX_MESSAGE_BYTES", 65536, low=1),
+            allowed_origins=env.origins("WS_ALLOWED_ORIGINS"),
+            max_connections=env.integer("WS_MAX_CONNECTIONS", 9000, low=1),
+            max_rooms=env.integer("WS_MAX_ROOMS", 50, low=1),
+            rate_limit=env.number("WS_RATE_LIMIT", 20),
+            rate_burst=env.integer("WS_RATE_BURST", 40, low=1),
+            max_pending_bytes=env.integer("WS_MAX_PENDING_BYTES", 1048576, low=1),
+            compression=env.boolean("WS_COMPRESSION", False),
+            echo_path=env.path("WS_ECHO_PATH"),
+            log_level=env.choice(
+                "LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+            ),
+        )
+
+    @property
+    def broker_kind(self) -> str:
+        return "memory" if self.redis_url is None else "redis"
+
+
+class _Reader:
+    """Reads one variable at a time and raises SettingsError naming it."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self._environ = environ
+
+    def _raw(self, name: str) -> str | None:
+        value = self._environ.get(name, "").strip()
+        return value or None
+
+    def _refuse(self, name: str, value: str, allowed: str) -> SettingsError:
+        return SettingsError(f"{name}={value!r} is not allowed: {allowed}")
+
+    def number(
+        self, name: str, default: float, *, below: float | None = None, why: str = ""
+    ) -> float:
+        raw = self._raw(name)
+        if raw is None:
+            return float(default)
+        allowed = "a number greater than 0"
+        if below is not None:
+            allowed += f" and less than {below:g}" + (f" ({why})" if why else "")
+        try:
+            value = float(raw)
+        except ValueError:
+            raise self._refuse(name, raw, allowed) from None
+        # NaN and infinity fail these comparisons too.
+        if not (0 < value < (below if below is not None else float("inf"))):
+            raise self._refuse(name, raw, allowed)
+        return value
+
+    def integer(
+        self, name: str, default: int, *, low: int = 0, high: int | None = None
+    ) -> int:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        allowed = f"a whole number from {low}" + (f" to {high}" if high else " up")
+        try:
+            value = int(raw)
+        except ValueError:
+            raise self._refuse(name, raw, allowed) from None
+        if value < low or (high is not None and value > high):
+            raise self._refuse(name, raw, allowed)
+        return value
+
+    def boolean(self, name: str, default: bool) -> bool:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        lowered = raw.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise self._refuse(name, raw, "true or false")
+
+    def text(self, name: str, default: str) -> str:
+        return self._raw(name) or default
+
+    def choice(self, name: str, default: str, allowed: tuple[str, ...]) -> str:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        if raw.upper() not in allowed:
+            raise self._refuse(name, raw, "one of " + ", ".join(allowed))
+        return raw.upper()
+
+    def redis_url(self, name: str) -> str | None:
+        raw = self._raw(name)
+        if raw is None:
+            return None
+        parts = urlsplit(raw)
+        if parts.scheme not in ("redis", "rediss") or not parts.hostname:
+            # The value may hold a password: name only its scheme.
+            shown = f"{parts.scheme}://..." if parts.scheme else "(no scheme)"
+            raise SettingsError(
+                f"{name}={shown!r} is not allowed: a redis:// or rediss:// URL "
+                "with a host, or unset for the in-memory broker"
+            )
+        return raw
+
+    def origins(self, name: str) -> tuple[str, ...] | None:
+        raw = self._raw(name)
+        if raw is None:
+            return None
+        entries = (entry.strip().rstrip("/").lower() for entry in raw.split(","))
+        origins = tuple(entry for entry in entries if entry)
+        for origin in origins:
+            if origin != "*" and not urlsplit(origin).netloc:
+                raise self._refuse(
+                    name,
+                    raw,
+                    "comma-separated origins such as https://example.com, or *",
+                )
+        return origins or None
+
+    def path(self, name: str) -> str | None:
+        raw = self._raw(name)
+        if raw is None:
+            return None
+        if not raw.startswith("/") or raw in ("/", "/ws", "/healthz"):
+            raise self._refuse(
+                name, raw, "a path starting with / other than /, /ws and /healthz"
+            )
+        return raw
+
+
+def load() -> Settings:
+    """The settings, or exit with one line naming the refused variable."""
+    try:
+        return Settings.from_env()
+    except SettingsError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
