@@ -92,12 +92,12 @@ class MemoryBroker:
         self._deliver(room, Payload(text, text.encode()))
 
 
-def redis_options(settings: Settings) -> dict:
+def redis_options(settings: Settings, url: str) -> dict:
     """Connection options for Heroku's Redis: its rediss:// certificates are
     self-signed, so they are not verified unless REDIS_TLS_VERIFY is true. redis-py
     rejects TLS options on redis:// URLs, so they are passed for rediss:// only."""
     options: dict = {"socket_connect_timeout": REDIS_TIMEOUT}
-    if settings.redis_url and settings.redis_url.startswith("rediss://"):
+    if url.startswith("rediss://"):
         options["ssl_cert_reqs"] = "required" if settings.redis_tls_verify else "none"
     return options
 
@@ -121,7 +121,7 @@ class RedisBroker:
         self._prefix = settings.channel_prefix + ":"
         self._deliver = deliver
         self._resubscribed = resubscribed
-        options = redis_options(settings)
+        options = redis_options(settings, self._url)
         self._publisher = redis.Redis(
             connection_pool=redis.BlockingConnectionPool.from_url(
                 self._url,
@@ -204,10 +204,15 @@ class RedisBroker:
                 attempt = 0
                 await self._pump(pubsub)
             except (RedisError, OSError, TimeoutError) as error:
-                state = "lost" if self.healthy else "unreachable"
-                log.warning(
-                    "redis subscriber %s: %s", state, error or type(error).__name__
-                )
+                reason = str(error) or type(error).__name__
+                if self.healthy:
+                    log.warning("redis subscriber lost, reconnecting: %s", reason)
+                elif attempt == 0:
+                    log.warning("redis unreachable, retrying: %s", reason)
+                else:  # one warning per outage; the retries themselves are routine
+                    log.debug(
+                        "redis still unreachable (attempt %d): %s", attempt, reason
+                    )
             finally:
                 self.healthy = False
                 self._fail_pending()
