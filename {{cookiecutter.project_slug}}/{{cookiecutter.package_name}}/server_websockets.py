@@ -60,7 +60,16 @@ class Sink:
 
     def close(self, code: int, reason: str) -> None:
         if self._closing is None:
-            self._closing = asyncio.create_task(self._ws.close(code, reason))
+            self._closing = asyncio.create_task(self._close(code, reason))
+
+    async def _close(self, code: int, reason: str) -> None:
+        # ws.close() first waits for the write buffer to drain, which a client that
+        # does not read never lets happen: past CLOSE_TIMEOUT, drop the TCP link.
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self._ws.close(code, reason)
+        except TimeoutError:
+            self._ws.transport.abort()
 
 
 def _response(status: HTTPStatus, content_type: str, body: bytes) -> Response:

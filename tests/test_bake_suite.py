@@ -1,0 +1,36 @@
+"""Each bake passes its own test suite, run the way its README says to run it.
+
+One bake per (framework, include_demo): the Python answer changes only
+.python-version and the lint target, so the suite runs on the Python at hand.
+The suite takes a minute or two; the venv is cached across runs by requirements.
+"""
+
+import pytest
+from support import (
+    AVAILABLE,
+    bake,
+    cached_venv,
+    require_redis,
+    run,
+    tail,
+    variant_id,
+    venv_env,
+)
+
+SUITES = [
+    {"framework": framework, "include_demo": demo}
+    for framework in AVAILABLE
+    for demo in (True, False)
+]
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("answers", SUITES, ids=variant_id)
+def test_bake_passes_its_own_suite(cookies, answers):
+    require_redis()
+    project = bake(cookies, **answers).project_path
+    python = cached_venv(project / "requirements-dev.txt")
+    suite = run(
+        python, "-m", "pytest", "-q", cwd=project, env=venv_env(python), timeout=840
+    )
+    assert suite.returncode == 0, tail(suite.stdout + suite.stderr, 80)

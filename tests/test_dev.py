@@ -1,0 +1,94 @@
+"""dev.py: venvs are reused without pip, and `demo` serves the app until Ctrl-C."""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from support import ROOT, load_source
+
+
+def test_second_run_makes_no_pip_call(tmp_path, monkeypatch):
+    dev = load_source(ROOT / "dev.py")
+    venv = tmp_path / "venv"
+    calls = []
+
+    def fake_run(*command):
+        calls.append(" ".join(map(str, command[1:3])))
+        if command[1:3] == ("-m", "venv"):
+            (venv / "bin").mkdir(parents=True, exist_ok=True)
+            (venv / "bin" / "python").touch()
+
+    monkeypatch.setattr(dev, "run", fake_run)
+    dev.ensure_venv(venv, ["tool==1"], fingerprint="tool==1")
+    assert calls == ["-m venv", "-m pip"]
+    calls.clear()
+    dev.ensure_venv(venv, ["tool==1"], fingerprint="tool==1")
+    assert calls == []
+    dev.ensure_venv(venv, ["tool==2"], fingerprint="tool==2")
+    assert calls == ["-m pip"]
+    calls.clear()
+    # Another requirement set installed earlier into the same venv stays valid.
+    dev.ensure_venv(venv, ["tool==1"], fingerprint="tool==1")
+    assert calls == []
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=2) as response:
+        return json.load(response)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_demo_serves_on_port_8000_and_stops_on_ctrl_c(tmp_path):
+    with socket.socket() as probe:
+        busy = probe.connect_ex(("127.0.0.1", 8000)) == 0
+    assert not busy, "port 8000 is busy: stop whatever runs there (a demo?)"
+    # A copy of the template, so the test leaves this checkout's build/ alone.
+    copy = tmp_path / "template"
+    shutil.copytree(
+        ROOT,
+        copy,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", ".cache", "__pycache__", "*_cache"
+        ),
+    )
+    env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
+    log = tmp_path / "demo.log"
+    with open(log, "w") as output:
+        demo = subprocess.Popen(
+            [sys.executable, "dev.py", "demo"],
+            cwd=copy,
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        health = None
+        deadline = time.monotonic() + 540  # first run: two venvs to install
+        while health is None and demo.poll() is None and time.monotonic() < deadline:
+            try:
+                health = get_json("http://127.0.0.1:8000/healthz")
+            except OSError:
+                time.sleep(0.5)
+        assert health is not None, log.read_text()[-4000:]
+        assert health["broker"] == "memory"
+        assert "http://localhost:8000" in log.read_text()
+        demo.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        assert demo.wait(timeout=30) == 0, log.read_text()[-4000:]
+    finally:
+        if demo.poll() is None:  # failed above: dev.py stops the app on SIGINT
+            demo.send_signal(signal.SIGINT)
+            try:
+                demo.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                demo.kill()
+                demo.wait()
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", 8000)) != 0, "the app outlived dev.py"

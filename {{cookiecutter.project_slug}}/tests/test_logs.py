@@ -1,0 +1,33 @@
+"""Logs: one line per event on stdout, and never a secret."""
+
+import pytest
+
+PASSWORD = "s3cret"
+
+
+@pytest.mark.slow
+def test_redis_password_never_logged(
+    make_redis, start_app, ws_client, new_room, wait_until
+):
+    """Through start, traffic, an outage with its reconnect attempts, and shutdown."""
+    server = make_redis(password=PASSWORD)
+    app = start_app(REDIS_URL=f"redis://:{PASSWORD}@127.0.0.1:{server.port}")
+    room = new_room()
+    client = ws_client(app)
+    client.join(room)
+    client.publish(room, "hi")
+    assert client.message()["data"] == "hi"
+    assert app.healthz()[1]["broker"] == "redis"
+
+    server.stop()
+    wait_until(lambda: app.healthz()[0] == 503, 10, "/healthz to degrade")
+    assert (
+        client.request({"type": "publish", "room": room, "data": 1})["type"] == "error"
+    )
+    server.start()
+    wait_until(lambda: app.healthz()[0] == 200, 10, "/healthz to recover")
+
+    app.stop()
+    log = app.log()
+    assert log.strip(), "the app logged nothing"
+    assert PASSWORD not in log, log
