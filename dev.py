@@ -9,6 +9,7 @@ Standard library only, so it runs before any virtual environment exists.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -152,7 +153,7 @@ def web_command(procfile: Path) -> str:
 
 
 def serve(command: str, cwd: Path, env: dict[str, str]) -> int:
-    """Run `command` through a shell, as Heroku does, until Ctrl-C.
+    """Run `command` through a shell, as Heroku does, until Ctrl-C; its exit status.
 
     The app gets its own session, so Ctrl-C reaches only this script, which then
     stops the app the way Heroku stops a dyno (SIGTERM to the whole process group)
@@ -166,19 +167,26 @@ def serve(command: str, cwd: Path, env: dict[str, str]) -> int:
     # A closed terminal or a kill must not leave the app orphaned on the port.
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGHUP, interrupt)
-    shell = ["/bin/sh", "-c", command]
+    # bash, as on Heroku: it execs a lone command, so the exit status is the app's
+    # (dash stays in between and dies of the SIGTERM itself).
+    shell = [shutil.which("bash") or "/bin/sh", "-c", command]
     app = subprocess.Popen(shell, cwd=cwd, env=env, start_new_session=True)
     print(f"Demo at http://localhost:{DEMO_PORT}  (Ctrl-C stops it)", flush=True)
     try:
         return app.wait()
     except KeyboardInterrupt:
         print("\nStopping the app (SIGTERM)...", flush=True)
-        os.killpg(app.pid, signal.SIGTERM)
+        signal_group(app.pid, signal.SIGTERM)
         try:
             return app.wait(timeout=30)
         except (KeyboardInterrupt, subprocess.TimeoutExpired):
-            os.killpg(app.pid, signal.SIGKILL)
+            signal_group(app.pid, signal.SIGKILL)
             return app.wait()
+
+
+def signal_group(pid: int, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # it exited on its own meanwhile
+        os.killpg(pid, signum)
 
 
 def run(*command: object) -> None:

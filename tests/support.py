@@ -17,8 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
-TEMPLATE = ROOT / "{{cookiecutter.project_slug}}"
 COOKIECUTTER_JSON = json.loads((ROOT / "cookiecutter.json").read_text())
 # The questions a user answers; keys starting with "_" are the template's own.
 QUESTIONS = [key for key in COOKIECUTTER_JSON if not key.startswith("_")]
@@ -135,6 +136,16 @@ def tail(text: str, lines: int = 60) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
+def run_ok(*command, cwd: Path, env=None, timeout: float = 60, lines: int = 100):
+    """Run a command; unless it exits 0, fail with the end of its output only."""
+    done = run(*command, cwd=cwd, env=env, timeout=timeout)
+    if done.returncode:
+        words = " ".join(map(str, command))
+        output = tail(done.stdout + done.stderr, lines)
+        pytest.fail(f"`{words}` exited {done.returncode}:\n{output}", pytrace=False)
+    return done
+
+
 def require_redis() -> None:
     """Fail, naming the install command, when no real Redis is at hand."""
     if not os.environ.get("REDIS_URL") and not shutil.which("redis-server"):
@@ -170,12 +181,8 @@ def cached_venv(requirements: Path) -> Path:
         if not (venv / ".complete").exists():
             shutil.rmtree(venv, ignore_errors=True)
             pip = [venv / "bin" / "python", "-m", "pip", "install", "-qq"]
-            for command in (
-                [sys.executable, "-m", "venv", venv],
-                [*pip, "-r", requirements],
-            ):
-                done = run(*command, cwd=requirements.parent, timeout=600)
-                assert done.returncode == 0, tail(done.stdout + done.stderr)
+            run_ok(sys.executable, "-m", "venv", venv, cwd=ROOT)
+            run_ok(*pip, "-r", requirements, cwd=requirements.parent, timeout=600)
             (venv / ".complete").write_text(requirements.read_text())
     return venv / "bin" / "python"
 

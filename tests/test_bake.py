@@ -4,13 +4,14 @@ import filecmp
 import json
 import re
 
+import pytest
 from support import (
     COOKIECUTTER_JSON,
     QUESTIONS,
     ROOT,
     answers_of,
-    run,
-    tail,
+    bake,
+    run_ok,
     text_files,
     tool,
 )
@@ -18,9 +19,30 @@ from support import (
 # What an unrendered Jinja tag or template variable looks like in a bake.
 TEMPLATE_VARIABLES = "|".join(re.escape(key) for key in COOKIECUTTER_JSON)
 UNRENDERED = re.compile(
-    r"\{\{-?\s*cookiecutter|\{%|\{#|"
+    r"\{\{-?\s*cookiecutter|\{%|"
     rf"\bcookiecutter\.(?:{TEMPLATE_VARIABLES})\b"
 )
+
+
+def test_bake_refuses_an_answer_that_is_not_a_question(cookies):
+    with pytest.raises(AssertionError, match="framwork"):
+        bake(cookies, framwork="websockets")
+
+
+@pytest.mark.parametrize(
+    "text, unrendered",
+    [
+        ("{{ cookiecutter.project_slug }}", True),
+        ("{{cookiecutter.package_name}}", True),
+        ("{% if cookiecutter.include_demo %}", True),
+        ("port = cookiecutter.python_version", True),
+        ("replay with cookiecutter --replay-file .cookiecutter.json", False),
+        ('f"{{{name}}}"', False),
+        ("class Socket {#retries = 0}", False),
+    ],
+)
+def test_unrendered_pattern(text, unrendered):
+    assert bool(UNRENDERED.search(text)) is unrendered
 
 
 def test_bake_takes_under_two_seconds(baked):
@@ -45,16 +67,11 @@ def test_nothing_left_unrendered(baked):
 
 def test_ruff_check_is_clean(baked):
     # Run in the bake, so the bake's own pyproject.toml configures ruff.
-    lint = run(tool("ruff"), "check", "--no-cache", ".", cwd=baked.project_path)
-    assert lint.returncode == 0, lint.stdout + lint.stderr
+    run_ok(tool("ruff"), "check", "--no-cache", ".", cwd=baked.project_path)
 
 
 def test_ruff_format_is_clean(baked):
-    style = run(
-        tool("ruff"), "format", "--check", "--diff", "--no-cache", ".",
-        cwd=baked.project_path,
-    )  # fmt: skip
-    assert style.returncode == 0, style.stdout + style.stderr
+    run_ok(tool("ruff"), "format", "--diff", "--no-cache", ".", cwd=baked.project_path)
 
 
 def test_only_the_chosen_variant_remains(baked):
@@ -84,15 +101,15 @@ def test_replay_file_reproduces_the_bake(baked, tmp_path):
     """
     config = tmp_path / "config.yaml"
     config.write_text(f"replay_dir: {tmp_path / 'replay'}\n")
-    replay = run(
+    run_ok(
         tool("cookiecutter"),
         "--replay-file", baked.project_path / ".cookiecutter.json",
         "--config-file", config,
         "--output-dir", tmp_path / "out",
         ROOT,
         cwd=tmp_path,
+        lines=5,
     )  # fmt: skip
-    assert replay.returncode == 0, tail(replay.stdout + replay.stderr, 5)
     again = tmp_path / "out" / baked.project_path.name
     assert not differences(baked.project_path, again)
 

@@ -11,8 +11,7 @@ from support import (
     bake,
     cached_venv,
     require_redis,
-    run,
-    tail,
+    run_ok,
     variant_id,
     venv_env,
 )
@@ -30,7 +29,5 @@ def test_bake_passes_its_own_suite(cookies, answers):
     require_redis()
     project = bake(cookies, **answers).project_path
     python = cached_venv(project / "requirements-dev.txt")
-    suite = run(
-        python, "-m", "pytest", "-q", cwd=project, env=venv_env(python), timeout=840
-    )
-    assert suite.returncode == 0, tail(suite.stdout + suite.stderr, 80)
+    env = venv_env(python)
+    run_ok(python, "-m", "pytest", "-q", cwd=project, env=env, timeout=840, lines=80)

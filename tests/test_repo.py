@@ -4,20 +4,18 @@ import re
 import sys
 
 import pytest
-from support import COOKIECUTTER_JSON, QUESTIONS, ROOT, run, tool
+from support import COOKIECUTTER_JSON, QUESTIONS, ROOT, run, run_ok, tool
 
 COMMANDS = ["python3 dev.py demo", "python3 dev.py test"]
 
 
 # dev.py, hooks/ and tests/: the root pyproject.toml excludes the app source.
 def test_template_code_passes_ruff_check():
-    lint = run(tool("ruff"), "check", "--no-cache", ".", cwd=ROOT)
-    assert lint.returncode == 0, lint.stdout + lint.stderr
+    run_ok(tool("ruff"), "check", "--no-cache", ".", cwd=ROOT)
 
 
 def test_template_code_is_ruff_formatted():
-    style = run(tool("ruff"), "format", "--diff", "--no-cache", ".", cwd=ROOT)
-    assert style.returncode == 0, style.stdout + style.stderr
+    run_ok(tool("ruff"), "format", "--diff", "--no-cache", ".", cwd=ROOT)
 
 
 def test_every_question_has_a_prompt():

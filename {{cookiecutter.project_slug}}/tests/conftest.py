@@ -29,9 +29,6 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-PACKAGE = "{{ cookiecutter.package_name }}"
-SLUG = "{{ cookiecutter.project_slug }}"
-HAS_DEMO = (PROJECT_ROOT / PACKAGE / "static" / "index.html").exists()
 
 # Heroku gives a web dyno 60 s to bind $PORT; the contract aims at 2 s.
 BOOT_SECONDS = 20
@@ -40,6 +37,16 @@ SHUTDOWN_SECONDS = 25
 # Settings the suite controls: the caller's environment must not leak into an app.
 APP_VARIABLES = re.compile(r"^(PORT|REDIS_.*|WS_.*|LOG_LEVEL)$")
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not JSON (JSON.parse in a browser rejects it)")
+
+
+def strict_json(text):
+    """Parse what the server sent as a browser would: NaN and Infinity refused."""
+    return json.loads(text, parse_constant=_refuse_constant)
+
 
 # The publish helper is imported from the project, as a worker dyno would.
 if str(PROJECT_ROOT) not in sys.path:
@@ -105,9 +112,8 @@ def app_environment(port: int, overrides: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not APP_VARIABLES.match(k)}
     # Run the app with this interpreter's dependencies, as Heroku puts the slug's
     # Python first on PATH.
-    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env["PATH"]])
-    # Heroku's Python buildpack sets this, so log lines reach `heroku logs` at once.
-    env["PYTHONUNBUFFERED"] = "1"
+    path = env.get("PATH", os.defpath)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), path])
     env["PORT"] = str(port)
     env.update(overrides)
     return env
@@ -135,10 +141,13 @@ def redis_server_binary() -> str:
 class RedisServer:
     """A redis-server of the test's own, or the one REDIS_URL names."""
 
-    def __init__(self, log_dir: Path, password: str | None = None, url: str = ""):
+    def __init__(
+        self, log_dir: Path, password: str | None = None, url: str = "", tls=False
+    ):
         self.log_dir = log_dir
         self.password = password
         self.external_url = url
+        self.tls = tls
         self.port = free_port() if not url else None
         self.process: subprocess.Popen | None = None
         self.starts = 0
@@ -148,28 +157,58 @@ class RedisServer:
         if self.external_url:
             return self.external_url
         auth = f":{self.password}@" if self.password else ""
-        return f"redis://{auth}127.0.0.1:{self.port}"
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{auth}127.0.0.1:{self.port}"
 
     def client(self) -> redis.Redis:
+        options = {"ssl_cert_reqs": "none"} if self.url.startswith("rediss:") else {}
         return redis.Redis.from_url(
-            self.url, decode_responses=True, client_name="pytest", socket_timeout=5
+            self.url,
+            decode_responses=True,
+            client_name="pytest",
+            socket_timeout=5,
+            **options,
         )
+
+    def tls_options(self) -> list[str]:
+        """A self-signed certificate, as Heroku Key-Value Store presents."""
+        cert, key = self.log_dir / "redis-cert.pem", self.log_dir / "redis-key.pem"
+        if not cert.exists():
+            openssl = shutil.which("openssl")
+            if not openssl:
+                pytest.fail(
+                    "openssl is not on PATH: install it (`apt-get install -y openssl`, "
+                    "`brew install openssl`) to test rediss:// URLs"
+                )
+            subprocess.run(
+                [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes"]
+                + ["-days", "1", "-subj", "/CN=localhost"]
+                + ["-keyout", str(key), "-out", str(cert)],
+                check=True,
+                capture_output=True,
+            )
+        return [
+            "--port",
+            "0",
+            "--tls-port",
+            str(self.port),
+            "--tls-cert-file",
+            str(cert),
+            "--tls-key-file",
+            str(key),
+            "--tls-ca-cert-file",
+            str(cert),
+            "--tls-auth-clients",
+            "no",
+        ]
 
     def start(self) -> None:
         assert not self.external_url, "cannot start the Redis that REDIS_URL names"
         self.starts += 1
         log = self.log_dir / f"redis-{self.port}-{self.starts}.log"
-        command = [
-            redis_server_binary(),
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]
+        command = [redis_server_binary(), "--bind", "127.0.0.1"]
+        command += ["--save", "", "--appendonly", "no"]
+        command += self.tls_options() if self.tls else ["--port", str(self.port)]
         if self.password:
             command += ["--requirepass", self.password]
         with log.open("wb") as out:
@@ -215,8 +254,8 @@ def make_redis(tmp_path):
     """Start a redis-server of this test's own, which it may stop and restart."""
     servers = []
 
-    def make(password: str | None = None) -> RedisServer:
-        server = RedisServer(tmp_path, password=password)
+    def make(password: str | None = None, tls: bool = False) -> RedisServer:
+        server = RedisServer(tmp_path, password=password, tls=tls)
         server.start()
         servers.append(server)
         return server
@@ -230,33 +269,48 @@ def make_redis(tmp_path):
 
 
 class App:
-    """One app process started from the Procfile, its log captured to a file."""
+    """One app process started from the Procfile, its log captured to a file
+    (stdout and stderr together, unless ``split_stderr``)."""
 
-    def __init__(self, port: int, env: dict[str, str], log_path: Path):
+    def __init__(
+        self, port: int, env: dict[str, str], log_path: Path, split_stderr=False
+    ):
         self.port = port
         self.env = env
         self.log_path = log_path
-        with log_path.open("wb") as out:
+        self.stderr_path = log_path.with_suffix(".stderr.log") if split_stderr else None
+        with contextlib.ExitStack() as files:
+            out = files.enter_context(log_path.open("wb"))
+            err = (
+                files.enter_context(self.stderr_path.open("wb"))
+                if self.stderr_path
+                else subprocess.STDOUT
+            )
             self.process = subprocess.Popen(
                 ["/bin/sh", "-c", web_command()],
                 cwd=PROJECT_ROOT,
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
-                stderr=subprocess.STDOUT,
+                stderr=err,
                 start_new_session=True,
             )
 
-    def wait_listening(self) -> None:
-        def listening():
-            if self.process.poll() is not None:
-                pytest.fail(
-                    f"the app exited with {self.process.returncode} before listening "
-                    f"on port {self.port}; its log:\n{self.log()}"
-                )
-            return port_open(self.port)
+    def started(self) -> bool:
+        """Wait until the app listens (True) or exits (False)."""
 
-        wait_until(listening, BOOT_SECONDS, f"the app to listen on port {self.port}")
+        def settled():
+            return self.process.poll() is not None or port_open(self.port)
+
+        wait_until(settled, BOOT_SECONDS, f"the app to listen on port {self.port}")
+        return self.process.poll() is None
+
+    def wait_listening(self) -> None:
+        if not self.started():
+            pytest.fail(
+                f"the app exited with {self.process.returncode} before listening "
+                f"on port {self.port}; its log:\n{self.log()}"
+            )
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -288,7 +342,7 @@ class App:
 
     def healthz(self) -> tuple[int, dict]:
         status, _, body = self.http("GET", "/healthz")
-        return status, json.loads(body)
+        return status, strict_json(body)
 
     def connections(self) -> int:
         return self.healthz()[1]["connections"]
@@ -312,38 +366,58 @@ class App:
                 self.process.wait(5)
 
 
-def launch_app(log_dir: Path, redis_server=None, **settings: str) -> App:
-    """Start an app (memory broker unless a Redis server or URL is given)."""
+def launch_app(
+    log_dir: Path, redis_server=None, wait=True, split_stderr=False, **settings: str
+) -> App:
+    """Start an app (memory broker unless a Redis server or URL is given); unless
+    ``wait`` is false, return once it listens."""
     if redis_server is not None:
         url = redis_server if isinstance(redis_server, str) else redis_server.url
         settings.setdefault("REDIS_URL", url)
     port = free_port()
-    app = App(
-        port,
-        app_environment(port, settings),
-        log_dir / f"app-{port}-{uuid.uuid4()}.log",
-    )
-    try:
-        app.wait_listening()
-    except BaseException:
-        app.stop()
-        raise
+    log_path = log_dir / f"app-{port}-{uuid.uuid4().hex[:8]}.log"
+    app = App(port, app_environment(port, settings), log_path, split_stderr)
+    if wait:
+        try:
+            app.wait_listening()
+        except BaseException:
+            app.stop()
+            raise
     return app
 
 
 @pytest.fixture
 def start_app(tmp_path):
-    """Start an app with settings of the test's own; stopped at teardown."""
+    """``start_app(redis_server=None, wait=True, split_stderr=False, **settings)``:
+    an app with settings of the test's own; stopped at teardown."""
     apps = []
 
-    def start(redis_server=None, **settings: str) -> App:
-        app = launch_app(tmp_path, redis_server, **settings)
+    def start(redis_server=None, wait=True, split_stderr=False, **settings: str):
+        app = launch_app(tmp_path, redis_server, wait, split_stderr, **settings)
         apps.append(app)
         return app
 
     yield start
     for app in apps:
         app.stop()
+
+
+# Apps that outlive one test: each test checks they are still running after it.
+SHARED_APPS: list[App] = []
+
+
+@pytest.fixture(autouse=True)
+def shared_apps_survive():
+    """Fail the test during which a shared app died, with the app's log, instead
+    of every later test with a refused connection."""
+    yield
+    for app in list(SHARED_APPS):
+        if app.process.poll() is not None:
+            SHARED_APPS.remove(app)
+            pytest.fail(
+                f"the shared app on port {app.port} exited with "
+                f"{app.process.returncode} during this test; its log:\n{app.log()}"
+            )
 
 
 @pytest.fixture(scope="session")
@@ -357,10 +431,13 @@ def shared_app(tmp_path_factory):
         key = tuple(sorted(settings.items()))
         if key not in apps:
             apps[key] = launch_app(log_dir, **settings)
+            SHARED_APPS.append(apps[key])
         return apps[key]
 
     yield get
     for app in apps.values():
+        with contextlib.suppress(ValueError):
+            SHARED_APPS.remove(app)
         app.stop()
 
 
@@ -403,9 +480,12 @@ def redis_apps(tmp_path_factory, redis_server):
     try:
         apps.append(launch_app(log_dir, redis_server))
         apps.append(launch_app(log_dir, redis_server))
+        SHARED_APPS.extend(apps)
         yield tuple(apps)
     finally:
         for app in apps:
+            with contextlib.suppress(ValueError):
+                SHARED_APPS.remove(app)
             app.stop()
 
 
@@ -446,7 +526,7 @@ class Client:
 
     def next_text(self, accept=lambda frame: True, timeout: float = 5.0) -> str:
         for index, text in enumerate(self.pending):
-            if accept(json.loads(text)):
+            if accept(strict_json(text)):
                 return self.pending.pop(index)
         deadline = time.monotonic() + timeout
         while True:
@@ -457,12 +537,12 @@ class Client:
                 pytest.fail(
                     f"no matching frame within {timeout} s; others: {self.pending}"
                 )
-            if accept(json.loads(text)):
+            if accept(strict_json(text)):
                 return text
             self.pending.append(text)
 
     def next(self, accept=lambda frame: True, timeout: float = 5.0) -> dict:
-        return json.loads(self.next_text(accept, timeout))
+        return strict_json(self.next_text(accept, timeout))
 
     def reply(self, timeout: float = 5.0) -> dict:
         """The next reply to a request (not room traffic)."""
@@ -507,6 +587,8 @@ class Client:
             extra = self.ws.recv(timeout=seconds)
         except TimeoutError:
             return
+        except ConnectionClosed as closed:
+            pytest.fail(f"the connection closed instead of staying open: {closed!r}")
         pytest.fail(f"unexpected frame: {extra}")
 
     def close_code(self, timeout: float = 5.0) -> int | None:
@@ -523,6 +605,21 @@ class Client:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.ws.close()
+
+
+@pytest.fixture
+def assert_quiet():
+    """``assert_quiet(*clients, seconds=0.5)``: none of them receives anything in
+    one shared window (a fixed pause is the only way to prove an absence)."""
+
+    def check(*clients: Client, seconds: float = 0.5) -> None:
+        for client in clients:
+            assert client.pending == [], f"unexpected frames: {client.pending}"
+        time.sleep(seconds)
+        for client in clients:
+            client.assert_quiet(0.001)
+
+    return check
 
 
 @pytest.fixture
@@ -608,7 +705,7 @@ class RawWebSocket:
         while True:
             opcode, payload = self.recv_frame(max(deadline - time.monotonic(), 0))
             if opcode == 0x1:
-                return json.loads(payload)
+                return strict_json(payload)
             assert opcode in (0x9, 0xA), f"unexpected frame {opcode:#x}: {payload!r}"
 
     def close_code(self, timeout: float = 5.0) -> int:

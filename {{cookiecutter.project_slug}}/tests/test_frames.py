@@ -1,6 +1,9 @@
 """Protocol-level faults, slow consumers and keep-alive, on raw sockets."""
 
 import json
+import selectors
+import socket
+import threading
 import time
 
 import pytest
@@ -60,7 +63,6 @@ def test_frame_over_the_default_size_limit_closes_1009(memory_app, raw_ws):
     assert ws.close_code() == 1009
 
 
-@pytest.mark.slow
 def test_slow_consumer_is_closed_1013_and_others_get_everything(
     start_app, raw_ws, ws_client, new_room
 ):
@@ -124,11 +126,74 @@ def test_server_sends_pings_and_a_ponging_client_stays(shared_app, raw_ws):
     assert ws.recv_json() == {"type": "pong"}
 
 
-def test_library_client_stays_open_across_ping_timeouts(shared_app, ws_client):
+class IdleCuttingProxy:
+    """A TCP proxy that, like Heroku's router (55 s each way), cuts a connection
+    as soon as either direction has carried nothing for ``idle`` seconds."""
+
+    def __init__(self, target_port: int, idle: float):
+        self.target_port = target_port
+        self.idle = idle
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def url(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                downstream, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            threading.Thread(
+                target=self._pump, args=(downstream, upstream), daemon=True
+            ).start()
+
+    def _pump(self, downstream: socket.socket, upstream: socket.socket) -> None:
+        peer = {downstream: upstream, upstream: downstream}
+        last_bytes_from = dict.fromkeys(peer, time.monotonic())
+        with selectors.DefaultSelector() as selector:
+            for sock in peer:
+                selector.register(sock, selectors.EVENT_READ)
+            while all(
+                time.monotonic() - t < self.idle for t in last_bytes_from.values()
+            ):
+                for key, _ in selector.select(timeout=0.02):
+                    try:
+                        data = key.fileobj.recv(65536)
+                        peer[key.fileobj].sendall(data)
+                    except OSError:
+                        data = b""
+                    if not data:
+                        last_bytes_from.clear()  # one side closed: close both
+                        break
+                    last_bytes_from[key.fileobj] = time.monotonic()
+                if not last_bytes_from:
+                    break
+        for sock in peer:
+            sock.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_pings_keep_a_connection_open_through_an_idle_cutting_proxy(
+    shared_app, ws_client
+):
     app = shared_app(**KEEPALIVE)
-    client = ws_client(app)
-    client.assert_quiet(1.5)  # several intervals and timeouts; the library pongs
-    client.assert_alive()
+    proxy = IdleCuttingProxy(app.port, idle=0.6)
+    try:
+        # Control: a connection carrying nothing is cut.
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as silent:
+            assert silent.recv(1) == b""
+        client = ws_client(proxy)
+        # Three idle windows without a message: only Pings and Pongs flow.
+        client.assert_quiet(1.8)
+        client.assert_alive()
+    finally:
+        proxy.close()
 
 
 def test_client_that_never_pongs_is_closed(shared_app, raw_ws, ws_client):

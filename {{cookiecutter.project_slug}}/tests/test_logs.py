@@ -1,11 +1,8 @@
 """Logs: one line per event on stdout, and never a secret."""
 
-import pytest
-
 PASSWORD = "s3cret"
 
 
-@pytest.mark.slow
 def test_redis_password_never_logged(
     make_redis, start_app, ws_client, new_room, wait_until
 ):
@@ -31,3 +28,18 @@ def test_redis_password_never_logged(
     log = app.log()
     assert log.strip(), "the app logged nothing"
     assert PASSWORD not in log, log
+
+
+def test_logs_go_to_stdout_one_line_per_event(start_app, raw_ws, ws_client):
+    app = start_app(split_stderr=True)
+    status, _, refused = raw_ws(app, headers={"Origin": "https://evil.example"})
+    assert status == 403
+    refused.close()
+    ws_client(app).assert_alive()
+    app.stop()
+    assert app.process.returncode == 0
+    assert app.stderr_path.read_text() == ""
+    lines = app.log().splitlines()
+    assert lines, "the app logged nothing"
+    assert all(line.strip() for line in lines), "blank log lines"
+    assert "Traceback" not in app.log()

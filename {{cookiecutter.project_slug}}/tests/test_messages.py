@@ -1,5 +1,7 @@
 """The request/reply protocol and room fan-out, on both brokers."""
 
+import pytest
+
 DATA_VALUES = [
     {"text": "hello"},
     [1, 2, {"nested": None}],
@@ -64,7 +66,7 @@ def test_leave_replies_left(broker_app, ws_client, new_room):
     }
 
 
-def test_message_reaches_members_only(broker_app, ws_client, new_room):
+def test_message_reaches_members_only(broker_app, ws_client, new_room, assert_quiet):
     room, other_room = new_room(), new_room()
     members = [ws_client(broker_app), ws_client(broker_app)]
     for member in members:
@@ -78,8 +80,7 @@ def test_message_reaches_members_only(broker_app, ws_client, new_room):
         assert [member.message() for _ in DATA_VALUES] == [
             message(room, data) for data in DATA_VALUES
         ]
-    for client in [*members, bystander, publisher]:
-        client.assert_quiet(0.3)
+    assert_quiet(*members, bystander, publisher)
 
 
 def test_sender_receives_its_own_message_when_member(broker_app, ws_client, new_room):
@@ -147,7 +148,9 @@ def test_closing_one_member_leaves_the_others_receiving(
     assert stays.message() == message(room, "still here")
 
 
-def test_publish_order_per_publisher_exactly_once(broker_app, ws_client, new_room):
+def test_publish_order_per_publisher_exactly_once(
+    broker_app, ws_client, new_room, assert_quiet
+):
     """Two pipelining publishers (one of them a member): every member receives each
     publisher's messages in its order, each exactly once."""
     room = new_room()
@@ -171,5 +174,63 @@ def test_publish_order_per_publisher_exactly_once(broker_app, ws_client, new_roo
         got = [client.message()["data"] for _ in range(2 * count)]
         for name in publishers:
             assert [d["n"] for d in got if d["from"] == name] == expected[name]
-    for client in [*receivers, member_publisher, outside_publisher]:
-        client.assert_quiet()
+    assert_quiet(*receivers, member_publisher, outside_publisher)
+
+
+def test_pipelined_requests_are_answered_in_order(broker_app, ws_client, new_room):
+    """A client need not wait: join then publish sent back to back are done in
+    that order, so the client is a member when its message goes out."""
+    room = new_room()
+    client = ws_client(broker_app)
+    client.send({"type": "join", "room": room, "ref": "1"})
+    client.send({"type": "publish", "room": room, "data": "mine", "ref": "2"})
+    client.send({"type": "ping", "ref": "3"})
+    assert [client.reply() for _ in range(3)] == [
+        {"type": "joined", "room": room, "ref": "1"},
+        {"type": "published", "room": room, "ref": "2"},
+        {"type": "pong", "ref": "3"},
+    ]
+    assert client.message() == message(room, "mine")
+    client.assert_quiet(0.3)
+
+
+def test_join_leave_churn_keeps_membership_right(broker_app, ws_client, new_room):
+    """Quick join/leave sequences from two connections end with exactly the
+    memberships the replies announced."""
+    room = new_room()
+    first, second = ws_client(broker_app), ws_client(broker_app)
+    for _ in range(8):
+        first.join(room)
+        first.leave(room)
+        second.join(room)
+        second.leave(room)
+    first.join(room)
+    second.join(room)
+    second.leave(room)
+    ws_client(broker_app).publish(room, "after churn")
+    assert first.message() == message(room, "after churn")
+    first.assert_quiet(0.3)
+    second.assert_quiet(0.001)
+
+
+@pytest.mark.parametrize("number", ["1e400", "-1e400"])
+def test_out_of_range_numbers_never_reach_members_as_non_json(
+    broker_app, ws_client, new_room, number
+):
+    """1e400 parses, but no double holds it: it must not come out as Infinity,
+    which JSON.parse (the demo page, any browser client) rejects."""
+    room = new_room()
+    member = ws_client(broker_app)
+    member.join(room)
+    publisher = ws_client(broker_app)
+    publisher.send(
+        '{"type": "publish", "room": "' + room + '", "data": ' + number + "}"
+    )
+    reply = publisher.reply()  # parsed strictly, as every frame
+    if reply["type"] == "published":
+        member.message()  # parsed strictly
+    else:
+        assert reply["type"] == "error"
+        assert reply["code"] in ("invalid_json", "invalid_message")
+        member.assert_quiet(0.3)
+    publisher.assert_alive()

@@ -42,7 +42,9 @@ def next_pubsub_message(pubsub, timeout=5.0):
     pytest.fail(f"nothing published on the Redis channel within {timeout} s")
 
 
-def test_message_crosses_processes_exactly_once(redis_apps, ws_client, new_room):
+def test_message_crosses_processes_exactly_once(
+    redis_apps, ws_client, new_room, assert_quiet
+):
     first, second = redis_apps
     room = new_room()
     here, there = ws_client(first), ws_client(second)
@@ -57,10 +59,12 @@ def test_message_crosses_processes_exactly_once(redis_apps, ws_client, new_room)
     there.publish(room, "back")
     for client in (here, there):
         assert client.message() == message(room, "back")
-        client.assert_quiet()
+    assert_quiet(here, there)
 
 
-def test_publishers_on_two_processes_keep_their_order(redis_apps, ws_client, new_room):
+def test_publishers_on_two_processes_keep_their_order(
+    redis_apps, ws_client, new_room, assert_quiet
+):
     room = new_room()
     receivers = [ws_client(app) for app in redis_apps]
     for receiver in receivers:
@@ -78,7 +82,7 @@ def test_publishers_on_two_processes_keep_their_order(redis_apps, ws_client, new
         got = [receiver.message()["data"] for _ in range(2 * count)]
         for number in range(len(publishers)):
             assert [i for n, i in got if n == number] == list(range(count))
-        receiver.assert_quiet()
+    assert_quiet(*receivers, *publishers)
 
 
 def test_joined_means_subscribed(redis_apps, ws_client, new_room, redis_client):
@@ -101,7 +105,7 @@ def test_joined_means_subscribed(redis_apps, ws_client, new_room, redis_client):
 
 
 def test_plain_redis_publish_reaches_members_verbatim(
-    redis_apps, ws_client, new_room, redis_client
+    redis_apps, ws_client, new_room, redis_client, assert_quiet
 ):
     room = new_room()
     members = [ws_client(app) for app in redis_apps]
@@ -115,7 +119,7 @@ def test_plain_redis_publish_reaches_members_verbatim(
     assert redis_client.publish(f"{SLUG}:{room}", text) == len(redis_apps)
     for member in members:
         assert member.message_text() == text
-        member.assert_quiet()
+    assert_quiet(*members)
 
 
 def test_app_publishes_the_message_frame_text_on_the_channel(
@@ -169,7 +173,9 @@ def test_rooms_without_members_are_unsubscribed(
     )
 
 
-def test_publish_helper_function(redis_apps, redis_server, ws_client, new_room):
+def test_publish_helper_function(
+    redis_apps, redis_server, ws_client, new_room, assert_quiet
+):
     from {{ cookiecutter.package_name }}.publish import publish
 
     room = new_room()
@@ -180,10 +186,12 @@ def test_publish_helper_function(redis_apps, redis_server, ws_client, new_room):
     publish(room, data, redis_url=redis_server.url)
     for member in members:
         assert member.message() == message(room, data)
-        member.assert_quiet()
+    assert_quiet(*members)
 
 
-def test_publish_command_line(redis_apps, redis_server, ws_client, new_room):
+def test_publish_command_line(
+    redis_apps, redis_server, ws_client, new_room, assert_quiet
+):
     room = new_room()
     members = [ws_client(app) for app in redis_apps]
     for member in members:
@@ -207,4 +215,39 @@ def test_publish_command_line(redis_apps, redis_server, ws_client, new_room):
     assert result.returncode == 0, result.stderr
     for member in members:
         assert member.message() == message(room, {"text": "from the shell"})
-        member.assert_quiet()
+    assert_quiet(*members)
+
+
+def test_rediss_with_a_self_signed_certificate(make_redis, start_app, ws_client):
+    """Heroku Key-Value Store: rediss:// with a self-signed certificate works
+    because verification is off unless REDIS_TLS_VERIFY is true."""
+    server = make_redis(tls=True)
+    app = start_app(server)
+    assert app.healthz() == (200, {"status": "ok", "broker": "redis", "connections": 0})
+    client = ws_client(app)
+    client.join("lobby")
+    client.publish("lobby", "over tls")
+    assert client.message() == message("lobby", "over tls")
+    # And the message really went through the TLS Redis.
+    probe = server.client()
+    try:
+        text = json.dumps(message("lobby", "from redis"))
+        assert probe.publish(f"{SLUG}:lobby", text) == 1
+        assert client.message_text() == text
+    finally:
+        probe.close()
+
+
+def test_rediss_verification_refuses_a_self_signed_certificate(
+    make_redis, start_app, ws_client
+):
+    server = make_redis(tls=True)
+    app = start_app(server, wait=False, REDIS_TLS_VERIFY="true")
+    if not app.started():
+        assert app.process.returncode != 0
+        return
+    # Or the app runs without a broker it cannot trust.
+    client = ws_client(app)
+    reply = client.request({"type": "publish", "room": "lobby", "data": 1}, 10)
+    assert reply["type"] == "error" and reply["code"] == "broker_unavailable"
+    assert app.healthz()[0] == 503

@@ -17,6 +17,9 @@ BAD_SETTINGS = [
     ("WS_RATE_BURST", "lots", "lots"),
     ("WS_MAX_PENDING_BYTES", "1MB", "1MB"),
     ("PORT", "web", "web"),
+    ("WS_COMPRESSION", "maybe", "maybe"),
+    ("REDIS_TLS_VERIFY", "perhaps", "perhaps"),
+    ("LOG_LEVEL", "chatty", "chatty"),
     # A URL may hold a password: its scheme names it well enough.
     ("REDIS_URL", "http://x", "http"),
     ("REDIS_URL", "http://user:s3cret@x:6379", "http"),

@@ -8,11 +8,13 @@ shows. Nothing here knows about sockets, brokers or frameworks.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
-ROOM_RULE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+# Matched with fullmatch: "$" alone would let a trailing newline through.
+ROOM_RULE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 MAX_REF_LENGTH = 64
 REQUEST_TYPES = ("join", "leave", "publish", "ping")
 
@@ -43,8 +45,11 @@ class Request:
 def parse(text: str) -> Request:
     """One client text frame as a request, or ProtocolError with the contract's code."""
     try:
-        # NaN and Infinity are not JSON: refused, so every frame we send is JSON.
-        message = json.loads(text, parse_constant=_refuse_constant)
+        message = json.loads(
+            text, parse_constant=_refuse_constant, parse_float=_finite_float
+        )
+    except NotFinite as error:
+        raise ProtocolError("invalid_json", str(error)) from None
     except (ValueError, RecursionError):
         raise ProtocolError("invalid_json", "the frame is not valid JSON") from None
     if not isinstance(message, dict):
@@ -72,7 +77,7 @@ def parse(text: str) -> Request:
     room = message.get("room")
     if not isinstance(room, str):
         raise ProtocolError("invalid_message", f"{kind} needs a room (a string)", ref)
-    if not ROOM_RULE.match(room):
+    if not ROOM_RULE.fullmatch(room):
         raise ProtocolError(
             "invalid_room",
             "a room name is 1 to 64 characters among A-Z a-z 0-9 _ . : -",
@@ -87,8 +92,20 @@ def parse(text: str) -> Request:
     return Request(kind, room, ref=ref)
 
 
+class NotFinite(ValueError):
+    """NaN, Infinity or a number too large for a double: a browser's JSON.parse
+    would choke on the frame we would send, so it is refused on the way in."""
+
+
 def _refuse_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
+    raise NotFinite(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise NotFinite(f"the number {text[:32]} is too large")
+    return value
 
 
 def _frame(fields: dict[str, Any], ref: str | None) -> str:
@@ -119,4 +136,4 @@ def gap(rooms: list[str]) -> str:
 
 def message(room: str, data: Any) -> str:
     """The frame every member receives, and the exact payload published to Redis."""
-    return json.dumps({"type": "message", "room": room, "data": data})
+    return json.dumps({"type": "message", "room": room, "data": data}, allow_nan=False)

@@ -32,9 +32,9 @@ def publish(
     settings: Settings | None = None,
 ) -> int:
     """Publish ``data`` (any JSON value) to ``room``; returns how many web processes
-    received it. Raises ValueError for a bad room and redis.RedisError when Redis
-    cannot be reached."""
-    if not protocol.ROOM_RULE.match(room):
+    received it. Raises ValueError for a bad room or data that is not JSON (NaN,
+    infinity) and redis.RedisError when Redis cannot be reached."""
+    if not protocol.ROOM_RULE.fullmatch(room):
         raise ValueError(f"room {room!r} breaks the rule {protocol.ROOM_RULE.pattern}")
     settings = settings or Settings.from_env()
     url = redis_url or settings.redis_url
