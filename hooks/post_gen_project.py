@@ -15,11 +15,16 @@ ANSWERS = {
 }
 
 FRAMEWORKS = ("websockets", "fastapi", "aiohttp", "django")
+PACKAGE = "{package}"  # filled in by plan()
 
-# Each path (``{package}`` filled in) is kept only when every answer named matches.
+# Each path (``{package}`` filled in) is kept only when every answer named is one
+# of the values listed.
 KEEP_WHEN = {
-    "{package}/static": {"include_demo": "True"},
-    **{"{package}/server_" + name + ".py": {"framework": name} for name in FRAMEWORKS},
+    "{package}/static": {"include_demo": ("True",)},
+    **{f"{PACKAGE}/server_{name}.py": {"framework": (name,)} for name in FRAMEWORKS},
+    "{package}/serve_uvicorn.py": {"framework": ("fastapi", "django")},
+    "{package}/django_settings.py": {"framework": ("django",)},
+    "manage.py": {"framework": ("django",)},
 }
 # After pruning, the chosen variant's server module takes the common name.
 RENAME = {"{package}/server_{framework}.py": "{package}/server.py"}
@@ -30,11 +35,12 @@ def plan(answers: dict[str, str]) -> tuple[list[str], dict[str, str]]:
     remove = [
         path.format(package=answers["package_name"])
         for path, wanted in KEEP_WHEN.items()
-        if any(answers[key] != value for key, value in wanted.items())
+        if any(answers[key] not in values for key, values in wanted.items())
     ]
+    package, framework = answers["package_name"], answers["framework"]
     renames = {
-        source.format(package=answers["package_name"], framework=answers["framework"]): (
-            target.format(package=answers["package_name"])
+        source.format(package=package, framework=framework): target.format(
+            package=package
         )
         for source, target in RENAME.items()
     }

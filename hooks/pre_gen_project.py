@@ -53,7 +53,7 @@ def problems(answers: dict[str, str]) -> list[str]:
             "lowercase letters, digits and underscores, not starting with a digit"
         )
     elif keyword.iskeyword(package) or keyword.issoftkeyword(package):
-        found.append(f"package_name {package!r} is a Python keyword: choose another name")
+        found.append(f"package_name {package!r} is a Python keyword: choose another")
     elif package in sys.stdlib_module_names:
         found.append(
             f"package_name {package!r} is a standard-library module name: "

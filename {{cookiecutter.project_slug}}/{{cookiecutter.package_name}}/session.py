@@ -7,7 +7,10 @@ gets exactly one reply; messages from the hub go through ``deliver``.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from . import protocol
@@ -32,6 +35,54 @@ class Sink(Protocol):
 
     def close(self, code: int, reason: str) -> None:
         """Start closing the connection with this code; never waits."""
+
+
+class QueuedSink:
+    """A Sink for frameworks whose send is a coroutine (ASGI servers, aiohttp).
+
+    Frames wait in a queue that one writer task per connection drains in order,
+    so fan-out never waits for a client; ``pending_bytes`` counts what waits there
+    or is being written. Run ``drain`` as a task beside the receive loop.
+    """
+
+    def __init__(
+        self,
+        send_text: Callable[[str], Awaitable[object]],
+        close: Callable[[int, str], Awaitable[object]],
+    ) -> None:
+        self._send_text = send_text
+        self._close = close
+        self._queue: deque[Payload] = deque()
+        self._pending = 0
+        self._wake = asyncio.Event()
+        self._close_with: tuple[int, str] | None = None
+
+    def send(self, payload: Payload) -> None:
+        self._queue.append(payload)
+        self._pending += len(payload.utf8)
+        self._wake.set()
+
+    def pending_bytes(self) -> int:
+        return self._pending
+
+    def close(self, code: int, reason: str) -> None:
+        # What waits is dropped: a slow consumer gets nothing more.
+        self._close_with = (code, reason)
+        self._queue.clear()
+        self._wake.set()
+
+    async def drain(self) -> None:
+        """Write queued frames until ``close`` is called or the connection fails."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue and self._close_with is None:
+                payload = self._queue.popleft()
+                await self._send_text(payload.text)
+                self._pending -= len(payload.utf8)
+            if self._close_with is not None:
+                await self._close(*self._close_with)
+                return
 
 
 class TokenBucket:

@@ -43,6 +43,9 @@ class Settings:
     compression: bool
     echo_path: str | None
     log_level: str
+    # Heroku sets WEB_CONCURRENCY by dyno size (2 on 512 MB dynos); servers that
+    # run several processes use it. The memory broker serves one process only.
+    processes: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -69,6 +72,7 @@ class Settings:
             log_level=env.choice(
                 "LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
             ),
+            processes=env.integer("WEB_CONCURRENCY", 1, low=1, high=64),
         )
 
     @property
