@@ -104,6 +104,11 @@ def test_plan_keeps_only_the_chosen_variant(framework, demo):
     )
     others = {f"pkg/server_{other}.py" for other in POST_GEN.FRAMEWORKS}
     others.remove(f"pkg/server_{framework}.py")
+    # Files only some frameworks use.
+    if framework not in ("fastapi", "django"):
+        others.add("pkg/serve_uvicorn.py")
+    if framework != "django":
+        others |= {"pkg/django_settings.py", "manage.py"}
     assert set(remove) == others | (set() if demo else {"pkg/static"})
     assert renames == {f"pkg/server_{framework}.py": "pkg/server.py"}
 

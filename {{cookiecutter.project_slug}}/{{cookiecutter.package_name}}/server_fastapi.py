@@ -2,10 +2,10 @@
 
 It adapts FastAPI's WebSockets to the app's path, socket -> session -> hub ->
 broker, and back through each connection's ``QueuedSink``, whose one writer task
-sends in order so that fan-out never waits for a client. uvicorn does the rest
-with Heroku's numbers (``serve_uvicorn``): the bind, keep-alive Pings, the frame
-size limit, compression, worker processes and the 1012 close on SIGTERM. Run it as
-the Procfile does: ``python -m {{ cookiecutter.package_name }}.server``.
+sends in order so that fan-out never waits for a client. uvicorn does the rest with
+Heroku's numbers (``serve_uvicorn``): the bind, keep-alive Pings, the frame size
+limit, compression, worker processes and the 1012 close on SIGTERM. Run it as the
+Procfile does: ``python -m {{ cookiecutter.package_name }}.server``.
 """
 
 from __future__ import annotations
@@ -20,40 +20,52 @@ from http import HTTPStatus
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import PlainTextResponse, Response
-from starlette.websockets import WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocketDisconnect
 
 from . import serve_uvicorn
 from .app import App
 from .logs import configure
-from .session import QueuedSink
+from .session import QueuedSink, Session
 from .settings import load
 from .web import NOT_FOUND
 
 log = logging.getLogger(__name__)
 
-# Read once per process, when the module is imported and before uvicorn binds: a bad
-# value stops the app here with one line. Worker processes import it afresh.
+# Read once per process, on import and so before uvicorn binds: a bad value stops
+# the app here with one line. Worker processes import this module afresh.
 settings = load()
 
-# A peer that does not take our close frame within 5 s (it reads nothing) is let
-# go, so a slow consumer cannot hold its connection's resources.
+# A client that does not take our close frame within 5 s (it reads nothing) is let
+# go, so that it cannot hold its connection's resources.
 CLOSE_TIMEOUT = 5
 UNSUPPORTED_DATA = 1003
 INTERNAL_ERROR = 1011
 NO_STORE = {"Cache-Control": "no-store"}
+# What a send raises once the client is gone (Starlette), or once uvicorn closed
+# the connection itself (invalid UTF-8, a frame too big, no Pong): the receive loop
+# hears of it too, through a disconnect message.
+CLOSED = (WebSocketDisconnect, RuntimeError)
+# uvicorn 0.54 logs two errors that are none: one after every denial response (its
+# pull request #3138), and one with a traceback for a client's invalid UTF-8, which
+# is the client's fault and already answered with close 1007.
+UVICORN_FALSE_ALARMS = {
+    "ASGI callable returned without completing handshake.",
+    "Invalid UTF-8 sequence received from client.",
+}
 
 
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, App]]:
     # Worker processes (WEB_CONCURRENCY > 1) start afresh, without main().
     configure(settings.log_level)
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    uvicorn_log.addFilter(lambda record: record.msg not in UVICORN_FALSE_ALARMS)
     core = App(settings)  # the framework-independent app: rooms, broker, counters
     await core.start()
     try:
-        # Every request and WebSocket sees it as ``.state.core``.
-        yield {"core": core}
+        yield {"core": core}  # every request and WebSocket sees it as .state.core
     finally:
-        # uvicorn has closed every WebSocket (1012) and waited for the handlers.
+        # uvicorn has closed every WebSocket (1012) and waited for their handlers.
         await core.stop()
         log.info("stopped")
 
@@ -82,22 +94,21 @@ async def static(request: Request) -> Response:
 
 @app.exception_handler(HTTPStatus.NOT_FOUND)
 async def not_found(request: Request, error: Exception) -> Response:
-    # Any other path, and GET /ws without an upgrade: the plain 404 of every variant.
+    # Any other path, GET /ws without an upgrade too: every variant's plain 404.
     return _response(*NOT_FOUND)
 
 
 # ------------------------------------------------------------------- WebSockets
 
 
-Conversation = Callable[[WebSocket, App], Awaitable[None]]
-
-
-async def _serve(websocket: WebSocket, converse: Conversation) -> None:
+async def _serve(
+    websocket: WebSocket, converse: Callable[[WebSocket, App], Awaitable[None]]
+) -> None:
     """Admit the handshake or refuse it before any upgrade, then converse."""
     core: App = websocket.state.core
     refusal = core.admit(websocket.headers.get("origin"), websocket.headers.get("host"))
     if refusal is not None:
-        # An HTTP answer instead of the upgrade (the ASGI denial-response extension).
+        # An HTTP answer instead of the upgrade (the ASGI denial response).
         await websocket.send_denial_response(
             PlainTextResponse(f"{refusal.phrase}\n", refusal, headers=NO_STORE)
         )
@@ -109,78 +120,92 @@ async def _serve(websocket: WebSocket, converse: Conversation) -> None:
         core.release()  # also when the handshake did not complete
 
 
-async def _close(
-    websocket: WebSocket, code: int, reason: str, cutoff: asyncio.Timeout
-) -> None:
-    """Send the close frame; ``cutoff`` ends the connection's handler when the peer
-    does not take it in time, since uvicorn's send waits for room in the socket's
-    buffer, which a client that reads nothing never makes."""
-    if websocket.application_state is not WebSocketState.CONNECTED:
-        return  # closed already
-    try:
-        async with asyncio.timeout(CLOSE_TIMEOUT):
-            await websocket.close(code, reason)
-    except TimeoutError:
-        log.info("close %d not taken within %d s: dropping the client", code, CLOSE_TIMEOUT)
-        cutoff.reschedule(0)  # the past: the receive loop stops at once
-    except WebSocketDisconnect:
-        pass  # gone already
+class Sink(QueuedSink):
+    """A QueuedSink whose close has a deadline. uvicorn sends a frame only once the
+    socket's buffer has room, which a client that reads nothing never makes: the
+    frame in flight, and then the close frame, would wait forever. CLOSE_TIMEOUT
+    after the close starts, ``cutoff`` ends the connection's handler instead."""
+
+    def __init__(self, websocket: WebSocket, cutoff: asyncio.Timeout) -> None:
+        super().__init__(websocket.send_text, websocket.close)
+        self._cutoff = cutoff
+
+    def close(self, code: int, reason: str) -> None:
+        super().close(code, reason)
+        _give_close_time(self._cutoff)
 
 
-async def _write(sink: QueuedSink) -> None:
-    """The connection's writer task. A send fails only once the connection is
-    closing or gone, which the receive loop also learns, and ends the session."""
-    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
-        await sink.drain()
+def _give_close_time(cutoff: asyncio.Timeout) -> None:
+    """The connection's handler ends CLOSE_TIMEOUT from now, closed or not."""
+    cutoff.reschedule(asyncio.get_running_loop().time() + CLOSE_TIMEOUT)
 
 
 async def _converse(websocket: WebSocket, core: App) -> None:
-    """The /ws protocol: each text frame to the session in turn; replies and room
-    messages wait in a QueuedSink, drained by one writer task (never a task per
-    message), so a slow client holds up neither the others nor the broker."""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(None) as cutoff:
-            sink = QueuedSink(
-                websocket.send_text,
-                lambda code, reason: _close(websocket, code, reason, cutoff),
-            )
-            session = core.session(sink)
-            writer = asyncio.create_task(_write(sink))
-            try:
-                while True:
-                    message = await websocket.receive()
-                    text = message.get("text")
-                    if text is not None:
-                        await session.handle(text)
-                    elif message["type"] == "websocket.disconnect":
-                        # Also after uvicorn closed it: invalid UTF-8 (1007), a frame
-                        # over WS_MAX_MESSAGE_BYTES (1009), no Pong, or SIGTERM (1012).
-                        break
-                    else:
-                        writer.cancel()
-                        await _close(
-                            websocket, UNSUPPORTED_DATA, "binary frames", cutoff
-                        )
-                        break
-            except Exception:
-                log.exception("connection failed; closing it with 1011")
-                writer.cancel()
-                await _close(websocket, INTERNAL_ERROR, "unexpected error", cutoff)
-            finally:
-                writer.cancel()
-                await session.end()
+    """The /ws protocol. This task feeds each text frame to the session in turn;
+    replies and room messages wait in a Sink that one writer task drains (never a
+    task per message), so fan-out never waits for this client."""
+    cutoff = asyncio.timeout(None)  # no deadline until a close starts
+    sink = Sink(websocket, cutoff)
+    session = core.session(sink)
+    writer = asyncio.create_task(_write(sink))
+    try:
+        async with cutoff:
+            closing = await _receive(websocket, session)
+            writer.cancel()  # what still waits for the client is dropped
+            if closing is not None:
+                _give_close_time(cutoff)
+                with contextlib.suppress(*CLOSED):
+                    await websocket.close(*closing)
+    except TimeoutError:
+        log.info("dropped a client that took no close frame in %d s", CLOSE_TIMEOUT)
+    finally:
+        # Outside the deadline, so that leaving the rooms is never cut short. The
+        # session takes no frame from here on, so its sink starts no close.
+        writer.cancel()
+        await session.end()
+
+
+async def _receive(websocket: WebSocket, session: Session) -> tuple[int, str] | None:
+    """Feed the session until the client leaves (None) or is to be closed (the
+    code and reason)."""
+    try:
+        while True:
+            message = await websocket.receive()
+            text = message.get("text")
+            if text is not None:
+                await session.handle(text)
+                # Let the writers this frame woke (its reply, a room's fan-out)
+                # send before the next frame of a burst: WS_MAX_PENDING_BYTES then
+                # measures a slow client, not the burst.
+                await asyncio.sleep(0)
+            elif message["type"] == "websocket.disconnect":
+                # Also when uvicorn closed the connection: invalid UTF-8 (1007), a
+                # frame over WS_MAX_MESSAGE_BYTES (1009), no Pong, SIGTERM (1012).
+                return None
+            else:
+                return UNSUPPORTED_DATA, "binary frames are not accepted"
+    except Exception:
+        log.exception("connection failed; closing it with 1011")
+        return INTERNAL_ERROR, "unexpected server error"
+
+
+async def _write(sink: Sink) -> None:
+    """The writer task: the sink's frames, then its close (a slow consumer)."""
+    with contextlib.suppress(*CLOSED):
+        await sink.drain()
 
 
 async def _echo(websocket: WebSocket, core: App) -> None:
     """Every frame back as it came: for protocol conformance tests only."""
-    while True:
-        message = await websocket.receive()
-        if message["type"] == "websocket.disconnect":
-            return
-        if message.get("text") is not None:
-            await websocket.send_text(message["text"])
-        else:
-            await websocket.send_bytes(message["bytes"])
+    with contextlib.suppress(*CLOSED):
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            if message.get("text") is not None:
+                await websocket.send_text(message["text"])
+            else:
+                await websocket.send_bytes(message["bytes"])
 
 
 @app.websocket("/ws")
@@ -196,13 +221,21 @@ if settings.echo_path:
 
 
 @app.websocket("/{path:path}")
-async def no_websocket_here(websocket: WebSocket) -> None:
-    # A handshake on any other path: the plain 404, not Starlette's 403.
+async def no_websocket(websocket: WebSocket) -> None:
+    # A handshake on any other path: the plain 404 (Starlette would answer 403).
     await websocket.send_denial_response(_response(*NOT_FOUND))
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def main() -> None:
     configure(settings.log_level)
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again for the
+    # handler in force before it: exit 0 there rather than die by the signal, which
+    # Heroku would report as a crash at every restart.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
     serve_uvicorn.run("{{ cookiecutter.package_name }}.server:app", settings)
 
 
