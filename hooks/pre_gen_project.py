@@ -32,8 +32,7 @@ DEPENDENCY_NAMES = {
     "websockets",
     "whitenoise",
 }
-AVAILABLE_FRAMEWORKS = ("websockets",)
-PLANNED_FRAMEWORKS = ("fastapi", "aiohttp", "django")
+AVAILABLE_FRAMEWORKS = ("websockets", "fastapi", "aiohttp", "django")
 
 
 def problems(answers: dict[str, str]) -> list[str]:
@@ -65,12 +64,8 @@ def problems(answers: dict[str, str]) -> list[str]:
             "choose another name so the package does not shadow it"
         )
     framework = answers["framework"]
-    if framework in PLANNED_FRAMEWORKS:
-        found.append(
-            f"framework {framework!r} is not available yet: choose one of "
-            f"{', '.join(AVAILABLE_FRAMEWORKS)}"
-        )
-    elif framework not in AVAILABLE_FRAMEWORKS:
+    # cookiecutter checks a choice it prompts for, not one given as extra context.
+    if framework not in AVAILABLE_FRAMEWORKS:
         found.append(
             f"framework {framework!r} is unknown: choose one of "
             f"{', '.join(AVAILABLE_FRAMEWORKS)}"

@@ -49,7 +49,6 @@ POST_GEN = load_source(ROOT / "hooks" / "post_gen_project.py")
 # The pre-gen hook is the one place that says which frameworks work yet.
 CHOICES = COOKIECUTTER_JSON["framework"]
 AVAILABLE = [name for name in CHOICES if name in PRE_GEN.AVAILABLE_FRAMEWORKS]
-REFUSED = [name for name in CHOICES if name not in AVAILABLE]
 
 
 def variant_id(answers: dict) -> str:

@@ -6,10 +6,15 @@ each carries its reason and a bad setting stops the app before it binds.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
+import sys
+from collections.abc import Callable
 
 import uvicorn
 
+from .logs import configure
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -23,6 +28,37 @@ KEEP_ALIVE = 95
 # On SIGTERM uvicorn closes every WebSocket with 1012 and waits this long for the
 # handlers; well inside the 30 s before Heroku's SIGKILL.
 GRACEFUL_SHUTDOWN = 20
+# uvicorn 0.54 logs as errors what is none: a denial response (403, 503) ends the
+# handshake "without completing" it (its pull request #3138), and a client's
+# invalid UTF-8 comes with a traceback though it is answered with 1007. Each
+# WebSocket also gets two INFO lines of its own; the app logs its events itself.
+QUIET = {
+    "ASGI callable returned without completing handshake.",
+    "Invalid UTF-8 sequence received from client.",
+    '%s - "WebSocket %s" [accepted]',
+    '%s - "WebSocket %s" %d',
+    '%s - "WebSocket %s" 403',
+    "connection open",
+    "connection closed",
+}
+
+
+def configure_logging(settings: Settings) -> None:
+    """The app's logging, in every process: uvicorn's worker processes import the
+    server module afresh and never run its main()."""
+    configure(settings.log_level)
+    logging.getLogger("uvicorn.error").addFilter(lambda record: record.msg not in QUIET)
+
+
+def abort_connection(send: Callable) -> None:
+    """Drop the TCP connection behind an ASGI ``send`` at once. ASGI has no message
+    for it; uvicorn's send is a method of its protocol object, which holds the
+    transport. A connection already closed ignores it."""
+    transport: asyncio.Transport | None = getattr(
+        getattr(send, "__self__", None), "transport", None
+    )
+    if transport is not None:
+        transport.abort()
 
 
 def run(app: str, settings: Settings) -> None:
@@ -35,6 +71,10 @@ def run(app: str, settings: Settings) -> None:
             processes,
         )
         processes = 1
+    # After its graceful shutdown uvicorn raises SIGTERM again for the handler it
+    # replaced: exit 0 there, as an app that stopped cleanly should, instead of
+    # dying by the signal (status 143).
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     uvicorn.run(
         app,
         host=HOST,
@@ -54,7 +94,7 @@ def run(app: str, settings: Settings) -> None:
         ws_per_message_deflate=settings.compression,
         # Heroku's router logs every request already.
         access_log=False,
-        # The app's own logging setup (logs.configure) stays in force.
+        # The app's own logging setup (configure_logging) stays in force.
         log_config=None,
         log_level=settings.log_level.lower(),
     )

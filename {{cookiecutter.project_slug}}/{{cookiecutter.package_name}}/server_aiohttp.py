@@ -21,7 +21,7 @@ from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 
 from .app import App
 from .logs import configure
-from .session import QueuedSink
+from .session import CLOSE_TIMEOUT, QueuedSink
 from .settings import ROUTER_IDLE_SECONDS, Settings, load
 from .web import NOT_FOUND
 
@@ -36,9 +36,6 @@ KEEP_ALIVE = 95
 # After a restart every client reconnects within seconds (their backoff starts at
 # 0.5 s): a deeper accept queue than aiohttp's 128, like uvicorn's 2048.
 BACKLOG = 2048
-# A close waits this long for the client, then the TCP link is dropped: a client
-# that never reads cannot hold a connection (or the shutdown) open.
-CLOSE_TIMEOUT = 5
 # On SIGTERM run_app stops listening and runs on_shutdown, which tells every
 # WebSocket to go away (each handler then ends within CLOSE_TIMEOUT). It waits this
 # long for the handlers, cancels their requests, waits as long again, cancels the
@@ -81,43 +78,25 @@ class WebSocket(web.WebSocketResponse):
         self._pong_heartbeat = settings.ping_timeout
 
 
-class Sink(QueuedSink):
-    """A connection's outbound side. aiohttp's send is a coroutine, so frames wait
-    in a queue that one writer task per connection sends in order; fan-out never
-    waits for a client.
+def queued_sink(ws: WebSocket, transport: asyncio.Transport) -> QueuedSink:
+    """The connection's outbound side: aiohttp's send is a coroutine, so frames
+    wait in a queue that one writer task sends in order; fan-out never waits."""
 
-    A close goes through the writer as well, after the frame it is sending. A
-    client that does not read can hold that send forever, so the TCP connection is
-    dropped CLOSE_TIMEOUT after the first close request, whatever the writer does.
-    """
+    async def close(code: int, reason: str) -> None:
+        await ws.close(code=code, message=reason.encode())
 
-    def __init__(self, ws: WebSocket, transport: asyncio.Transport) -> None:
-        super().__init__(ws.send_str, self._close)
-        self._ws = ws
-        self._transport = transport
-        self.closing = False
+    return QueuedSink(ws.send_str, close, transport.abort)
 
-    def close(self, code: int, reason: str) -> None:
-        if self.closing:
-            return  # the client gets the first reason
-        self.closing = True
-        super().close(code, reason)
-        # Harmless once the connection is closed; a link closed with unsent data
-        # (a peer that vanished) would otherwise wait for it.
-        asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self._transport.abort)
 
-    async def _close(self, code: int, reason: str) -> None:
-        await self._ws.close(code=code, message=reason.encode())
-
-    async def write(self) -> None:
-        """The writer task: send what is queued until the connection is closed."""
-        # A client that left mid-send: the receive loop sees it too.
-        with contextlib.suppress(ConnectionResetError):
-            await self.drain()
+async def _write(sink: QueuedSink) -> None:
+    """The writer task: the sink's frames, in order."""
+    # A client that left mid-send: the receive loop sees it too.
+    with contextlib.suppress(ConnectionResetError):
+        await sink.drain()
 
 
 # What runs on an accepted WebSocket: the app's protocol, or the echo.
-Conversation = Callable[[WebSocket, Sink], Awaitable[None]]
+Conversation = Callable[[WebSocket, QueuedSink], Awaitable[None]]
 
 
 def _response(
@@ -142,7 +121,7 @@ class Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.app = App(settings)
-        self._open: set[Sink] = set()  # every open WebSocket, to close on SIGTERM
+        self._open: set[QueuedSink] = set()  # every open WebSocket, to close on SIGTERM
 
     def application(self) -> web.Application:
         application = web.Application()
@@ -198,8 +177,8 @@ class Server:
             transport = request.transport
             if transport is None:
                 return ws  # the client left during the handshake
-            sink = Sink(ws, transport)
-            writer = asyncio.create_task(sink.write())
+            sink = queued_sink(ws, transport)
+            writer = asyncio.create_task(_write(sink))
             self._open.add(sink)
             if not self.app.accepting:  # SIGTERM came during the handshake
                 sink.close(WSCloseCode.GOING_AWAY, "server shutting down")
@@ -207,33 +186,23 @@ class Server:
                 await conversation(ws, sink)
             finally:
                 self._open.discard(sink)
-                # Ends the writer: a no-op close when the socket is closed already.
-                sink.close(WSCloseCode.OK, "")
-                await writer
+                writer.cancel()
+                await sink.wait_closed()
         finally:
             self.app.release()
         return ws
 
-    async def _converse(self, ws: WebSocket, sink: Sink) -> None:
+    async def _converse(self, ws: WebSocket, sink: QueuedSink) -> None:
         session = self.app.session(sink)
         log.debug("connection opened from %s", ws.get_extra_info("peername"))
-        # Frames that arrived together are handled back to back, and the writers
-        # send what they queued afterwards, many frames a turn: that is fast. Past
-        # this many bytes the writers get their turn first, so a burst from one
-        # client cannot make its rooms' members look like slow consumers.
-        burst_limit = self.settings.max_pending_bytes // 8
-        burst = 0
         try:
             async for message in ws:
+                if sink.closing:
+                    break
                 if message.type is WSMsgType.TEXT:
                     await session.handle(message.data)
-                    burst += len(message.data)
-                    if burst > burst_limit:
-                        burst = 0
-                        await asyncio.sleep(0)
                 elif message.type is WSMsgType.BINARY:
                     sink.close(WSCloseCode.UNSUPPORTED_DATA, "binary frames refused")
-                    break
                 # ERROR: aiohttp has closed the connection itself, with 1007 for
                 # invalid UTF-8 or 1009 for an oversized frame (or dropped it: no
                 # Pong in time); the loop ends.
@@ -244,7 +213,7 @@ class Server:
             await session.end()
             log.debug("connection closed: %s", ws.close_code)
 
-    async def _echo(self, ws: WebSocket, sink: Sink) -> None:
+    async def _echo(self, ws: WebSocket, sink: QueuedSink) -> None:
         """Every frame back as it came: for protocol conformance tests only. The
         sink is not used to send here, only to close on shutdown."""
         try:

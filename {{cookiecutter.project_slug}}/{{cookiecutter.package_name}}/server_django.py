@@ -14,8 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
-import sys
+from functools import partial
 from http import HTTPStatus
 
 # Django finds its settings through this variable: name them before importing it.
@@ -35,7 +34,6 @@ from django.views.decorators.http import require_safe
 
 from . import serve_uvicorn
 from .app import App
-from .logs import configure
 from .session import QueuedSink
 from .settings import load
 from .web import NOT_FOUND
@@ -43,11 +41,6 @@ from .web import NOT_FOUND
 # Named for the module, also when run as __main__ by the Procfile.
 log = logging.getLogger("{{ cookiecutter.package_name }}.server")
 
-# A connection the server has decided to close (slow consumer, protocol fault,
-# shutdown) gets 5 s to take its close frame; a client that does not read would
-# otherwise hold it, and its file descriptor, forever. Well inside the 30 s between
-# Heroku's SIGTERM and SIGKILL.
-CLOSE_TIMEOUT = 5
 UNSUPPORTED_DATA = 1003
 INTERNAL_ERROR = 1011
 
@@ -56,7 +49,7 @@ INTERNAL_ERROR = 1011
 # settings (a bad value stops it with one line) and sets up logging before Django
 # reads its own settings, which may already log.
 SETTINGS = load()
-configure(SETTINGS.log_level)
+serve_uvicorn.configure_logging(SETTINGS)
 django_asgi_app = get_asgi_application()
 
 
@@ -81,9 +74,6 @@ async def deny(send, status: HTTPStatus, content_type: str, body: bytes) -> None
         }
     )
     await send({"type": "websocket.http.response.body", "body": body})
-    # uvicorn counts the handshake as done once the transport is gone, a loop turn
-    # later; an app that returns before that is logged as an error (uvicorn #3138).
-    await asyncio.sleep(0)
 
 
 async def not_found(scope: dict, receive, send) -> None:
@@ -99,7 +89,6 @@ class AdmittedConsumer(AsyncConsumer):
 
     app: App
     admitted = False  # holds one of the App's connection slots
-    _dropping: asyncio.TimerHandle | None = None
 
     async def __call__(self, scope, receive, send) -> None:
         # Channels' own loop also listens on a channel layer, which this app does
@@ -109,15 +98,11 @@ class AdmittedConsumer(AsyncConsumer):
         try:
             while True:
                 await self.dispatch(await receive())
-                # One turn of the event loop between frames, so that the writers
-                # drain what a burst of requests fans out before the next one.
-                await asyncio.sleep(0)
         except StopConsumer:
             pass
         finally:
             # Whatever ended the connection, also a handshake that never completed.
             if self.admitted:
-                self.drop_later()
                 try:
                     await self.closed()
                 finally:
@@ -149,38 +134,6 @@ class AdmittedConsumer(AsyncConsumer):
     async def closed(self) -> None:
         """The connection is gone; override to clean up."""
 
-    def drop_later(self) -> None:
-        """Abort the TCP connection CLOSE_TIMEOUT from now unless it is gone by then.
-
-        ASGI has no message for this: uvicorn's send is a method of its protocol
-        object, which holds the transport. An aborted transport drops what waits to
-        be sent; a closed one ignores abort()."""
-        protocol = getattr(self.base_send, "__self__", None)
-        transport: asyncio.Transport | None = getattr(protocol, "transport", None)
-        if transport is None or self._dropping is not None:
-            return
-        if transport.is_closing() and not transport.get_write_buffer_size():
-            return  # closing with nothing left to send: gone at once
-        loop = asyncio.get_running_loop()
-        self._dropping = loop.call_later(CLOSE_TIMEOUT, transport.abort)
-
-
-class Sink(QueuedSink):
-    """The connection's outbound queue, drained by one writer task (see QueuedSink),
-    whose close is bounded: uvicorn's send waits while the client does not read,
-    and the close frame waits behind it, so the connection is dropped CLOSE_TIMEOUT
-    after the close was asked for."""
-
-    def __init__(self, consumer: RoomsConsumer) -> None:
-        super().__init__(consumer.send_text, consumer.send_close)
-        self._consumer = consumer
-        self.closing = False
-
-    def close(self, code: int, reason: str) -> None:
-        self.closing = True
-        super().close(code, reason)
-        self._consumer.drop_later()
-
 
 class RoomsConsumer(AdmittedConsumer):
     """``/ws``: each text frame is a request for the session, answered before the
@@ -189,7 +142,11 @@ class RoomsConsumer(AdmittedConsumer):
     writer: asyncio.Task[None] | None = None
 
     async def opened(self) -> None:
-        self.sink = Sink(self)
+        self.sink = QueuedSink(
+            self.send_text,
+            self.send_close,
+            partial(serve_uvicorn.abort_connection, self.base_send),
+        )
         self.session = self.app.session(self.sink)
         self.writer = asyncio.create_task(self._write())
         log.debug("connection opened from %s", self.scope.get("client"))
@@ -212,8 +169,7 @@ class RoomsConsumer(AdmittedConsumer):
             return  # the handshake never completed
         await self.session.end()
         self.writer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.writer
+        await self.sink.wait_closed()
         log.debug("connection closed from %s", self.scope.get("client"))
 
     async def _write(self) -> None:
@@ -305,10 +261,6 @@ application = ProtocolTypeRouter(
 
 def main() -> None:
     # SETTINGS were read and logging set up above, when this module was imported.
-    # Once its graceful shutdown is done, uvicorn raises SIGTERM again for the
-    # handler that was there before its own: Python's default would end the process
-    # with status 143, where Heroku expects 0 from an app that shut down cleanly.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     serve_uvicorn.run("{{ cookiecutter.package_name }}.server:application", SETTINGS)
 
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from http import HTTPStatus
 
 from fastapi import FastAPI, Request, WebSocket
@@ -24,7 +24,6 @@ from starlette.websockets import WebSocketDisconnect
 
 from . import serve_uvicorn
 from .app import App
-from .logs import configure
 from .session import QueuedSink, Session
 from .settings import load
 from .web import NOT_FOUND
@@ -34,10 +33,8 @@ log = logging.getLogger(__name__)
 # Read once per process, on import and so before uvicorn binds: a bad value stops
 # the app here with one line. Worker processes import this module afresh.
 settings = load()
+serve_uvicorn.configure_logging(settings)
 
-# A client that does not take our close frame within 5 s (it reads nothing) is let
-# go, so that it cannot hold its connection's resources.
-CLOSE_TIMEOUT = 5
 UNSUPPORTED_DATA = 1003
 INTERNAL_ERROR = 1011
 NO_STORE = {"Cache-Control": "no-store"}
@@ -45,21 +42,10 @@ NO_STORE = {"Cache-Control": "no-store"}
 # the connection itself (invalid UTF-8, a frame too big, no Pong): the receive loop
 # hears of it too, through a disconnect message.
 CLOSED = (WebSocketDisconnect, RuntimeError)
-# uvicorn 0.54 logs two errors that are none: one after every denial response (its
-# pull request #3138), and one with a traceback for a client's invalid UTF-8, which
-# is the client's fault and already answered with close 1007.
-UVICORN_FALSE_ALARMS = {
-    "ASGI callable returned without completing handshake.",
-    "Invalid UTF-8 sequence received from client.",
-}
 
 
 @asynccontextmanager
 async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, App]]:
-    # Worker processes (WEB_CONCURRENCY > 1) start afresh, without main().
-    configure(settings.log_level)
-    uvicorn_log = logging.getLogger("uvicorn.error")
-    uvicorn_log.addFilter(lambda record: record.msg not in UVICORN_FALSE_ALARMS)
     core = App(settings)  # the framework-independent app: rooms, broker, counters
     await core.start()
     try:
@@ -120,77 +106,47 @@ async def _serve(
         core.release()  # also when the handshake did not complete
 
 
-class Sink(QueuedSink):
-    """A QueuedSink whose close has a deadline. uvicorn sends a frame only once the
-    socket's buffer has room, which a client that reads nothing never makes: the
-    frame in flight, and then the close frame, would wait forever. CLOSE_TIMEOUT
-    after the close starts, ``cutoff`` ends the connection's handler instead."""
-
-    def __init__(self, websocket: WebSocket, cutoff: asyncio.Timeout) -> None:
-        super().__init__(websocket.send_text, websocket.close)
-        self._cutoff = cutoff
-
-    def close(self, code: int, reason: str) -> None:
-        super().close(code, reason)
-        _give_close_time(self._cutoff)
-
-
-def _give_close_time(cutoff: asyncio.Timeout) -> None:
-    """The connection's handler ends CLOSE_TIMEOUT from now, closed or not."""
-    cutoff.reschedule(asyncio.get_running_loop().time() + CLOSE_TIMEOUT)
-
-
 async def _converse(websocket: WebSocket, core: App) -> None:
     """The /ws protocol. This task feeds each text frame to the session in turn;
-    replies and room messages wait in a Sink that one writer task drains (never a
-    task per message), so fan-out never waits for this client."""
-    cutoff = asyncio.timeout(None)  # no deadline until a close starts
-    sink = Sink(websocket, cutoff)
+    replies and room messages wait in a QueuedSink that one writer task drains
+    (never a task per message), so fan-out never waits for this client."""
+    sink = QueuedSink(
+        websocket.send_text,
+        websocket.close,
+        # Starlette keeps uvicorn's ASGI send as _send.
+        partial(serve_uvicorn.abort_connection, websocket._send),
+    )
     session = core.session(sink)
     writer = asyncio.create_task(_write(sink))
     try:
-        async with cutoff:
-            closing = await _receive(websocket, session)
-            writer.cancel()  # what still waits for the client is dropped
-            if closing is not None:
-                _give_close_time(cutoff)
-                with contextlib.suppress(*CLOSED):
-                    await websocket.close(*closing)
-    except TimeoutError:
-        log.info("dropped a client that took no close frame in %d s", CLOSE_TIMEOUT)
+        await _receive(websocket, session, sink)
     finally:
-        # Outside the deadline, so that leaving the rooms is never cut short. The
-        # session takes no frame from here on, so its sink starts no close.
-        writer.cancel()
         await session.end()
+        writer.cancel()
+        await sink.wait_closed()
 
 
-async def _receive(websocket: WebSocket, session: Session) -> tuple[int, str] | None:
-    """Feed the session until the client leaves (None) or is to be closed (the
-    code and reason)."""
+async def _receive(websocket: WebSocket, session: Session, sink: QueuedSink) -> None:
+    """Feed the session until the client leaves or the connection is closed."""
     try:
-        while True:
+        while not sink.closing:
             message = await websocket.receive()
             text = message.get("text")
             if text is not None:
                 await session.handle(text)
-                # Let the writers this frame woke (its reply, a room's fan-out)
-                # send before the next frame of a burst: WS_MAX_PENDING_BYTES then
-                # measures a slow client, not the burst.
-                await asyncio.sleep(0)
             elif message["type"] == "websocket.disconnect":
                 # Also when uvicorn closed the connection: invalid UTF-8 (1007), a
                 # frame over WS_MAX_MESSAGE_BYTES (1009), no Pong, SIGTERM (1012).
-                return None
+                return
             else:
-                return UNSUPPORTED_DATA, "binary frames are not accepted"
+                sink.close(UNSUPPORTED_DATA, "binary frames are not accepted")
     except Exception:
         log.exception("connection failed; closing it with 1011")
-        return INTERNAL_ERROR, "unexpected server error"
+        sink.close(INTERNAL_ERROR, "unexpected server error")
 
 
-async def _write(sink: Sink) -> None:
-    """The writer task: the sink's frames, then its close (a slow consumer)."""
+async def _write(sink: QueuedSink) -> None:
+    """The writer task: the sink's frames, in order."""
     with contextlib.suppress(*CLOSED):
         await sink.drain()
 
@@ -226,16 +182,7 @@ async def no_websocket(websocket: WebSocket) -> None:
     await websocket.send_denial_response(_response(*NOT_FOUND))
 
 
-def _exit_cleanly(signum: int, frame: object) -> None:
-    raise SystemExit(0)
-
-
 def main() -> None:
-    configure(settings.log_level)
-    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again for the
-    # handler in force before it: exit 0 there rather than die by the signal, which
-    # Heroku would report as a crash at every restart.
-    signal.signal(signal.SIGTERM, _exit_cleanly)
     serve_uvicorn.run("{{ cookiecutter.package_name }}.server:app", settings)
 
 

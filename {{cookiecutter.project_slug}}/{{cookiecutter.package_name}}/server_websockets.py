@@ -21,6 +21,7 @@ from websockets.http11 import Request, Response
 from .app import App
 from .broker import Payload
 from .logs import configure
+from .session import CLOSE_TIMEOUT
 from .settings import Settings, load
 from .web import NOT_FOUND
 
@@ -32,9 +33,6 @@ HOST = "0.0.0.0"
 # The router gives up on a handshake after 30 s (H12); a client that opens TCP and
 # says nothing is dropped well before, so it cannot hold a file descriptor.
 OPEN_TIMEOUT = 10
-# A peer that does not answer our close frame within 5 s is dropped, which keeps
-# shutdown well inside the 30 s between Heroku's SIGTERM and SIGKILL.
-CLOSE_TIMEOUT = 5
 # On SIGTERM (deploys, restarts, daily cycling) clients are told to reconnect.
 SERVICE_RESTART = 1012
 UNSUPPORTED_DATA = 1003

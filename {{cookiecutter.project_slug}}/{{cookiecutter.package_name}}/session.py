@@ -21,6 +21,10 @@ from .settings import Settings
 
 # Close codes of the contract.
 SLOW_CONSUMER = 1013
+# A close waits this long for the client to take the close frame, then the
+# connection is dropped: a client that reads nothing cannot hold its file
+# descriptor, or a shutdown, any longer. Well inside Heroku's 30 s to SIGKILL.
+CLOSE_TIMEOUT = 5
 RATE_LIMITED = ("rate_limited", "too many messages: the request was dropped")
 
 
@@ -43,19 +47,25 @@ class QueuedSink:
     Frames wait in a queue that one writer task per connection drains in order,
     so fan-out never waits for a client; ``pending_bytes`` counts what waits there
     or is being written. Run ``drain`` as a task beside the receive loop.
+
+    A close does not queue behind the frames: a client that reads nothing can hold
+    a send forever. It starts at once, and ``abort`` drops the connection if the
+    close has not finished within CLOSE_TIMEOUT.
     """
 
     def __init__(
         self,
         send_text: Callable[[str], Awaitable[object]],
         close: Callable[[int, str], Awaitable[object]],
+        abort: Callable[[], object],
     ) -> None:
         self._send_text = send_text
         self._close = close
+        self._abort = abort
         self._queue: deque[Payload] = deque()
         self._pending = 0
         self._wake = asyncio.Event()
-        self._close_with: tuple[int, str] | None = None
+        self._closing: asyncio.Task[None] | None = None
 
     def send(self, payload: Payload) -> None:
         self._queue.append(payload)
@@ -65,24 +75,39 @@ class QueuedSink:
     def pending_bytes(self) -> int:
         return self._pending
 
+    @property
+    def closing(self) -> bool:
+        return self._closing is not None
+
     def close(self, code: int, reason: str) -> None:
+        if self._closing is not None:
+            return  # the client gets the first reason
         # What waits is dropped: a slow consumer gets nothing more.
-        self._close_with = (code, reason)
         self._queue.clear()
-        self._wake.set()
+        self._wake.set()  # the writer ends
+        self._closing = asyncio.create_task(self._close_within(code, reason))
+
+    async def _close_within(self, code: int, reason: str) -> None:
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await self._close(code, reason)
+        except Exception:  # TimeoutError, or the connection is gone already
+            self._abort()
+
+    async def wait_closed(self) -> None:
+        """Return once a close that was started has finished or aborted."""
+        if self._closing is not None:
+            await self._closing
 
     async def drain(self) -> None:
-        """Write queued frames until ``close`` is called or the connection fails."""
-        while True:
+        """Write queued frames, in order, until the connection closes."""
+        while self._closing is None:
             await self._wake.wait()
             self._wake.clear()
-            while self._queue and self._close_with is None:
+            while self._queue:
                 payload = self._queue.popleft()
                 await self._send_text(payload.text)
                 self._pending -= len(payload.utf8)
-            if self._close_with is not None:
-                await self._close(*self._close_with)
-                return
 
 
 class TokenBucket:
@@ -130,6 +155,11 @@ class Session:
                 error if allowed else ProtocolError(*RATE_LIMITED, error.ref)
             ).reply()
         self._write(reply)
+        if self._sink.pending_bytes():
+            # One turn of the event loop before the next frame, so that a queued
+            # sink's writer sends what this one queued: a burst of requests is not
+            # mistaken for a slow consumer.
+            await asyncio.sleep(0)
 
     async def _perform(self, request: protocol.Request) -> str:
         room, ref = request.room, request.ref
