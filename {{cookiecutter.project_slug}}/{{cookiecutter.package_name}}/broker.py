@@ -140,6 +140,7 @@ class RedisBroker:
         self._acks: dict[bytes, asyncio.Future[None]] = {}  # SUBSCRIBE awaiting Redis
         self._commands: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self._connected = asyncio.Event()
         self.healthy = False
 
@@ -152,9 +153,13 @@ class RedisBroker:
             log.warning("redis not reachable yet at %s; retrying", mask_url(self._url))
 
     async def close(self) -> None:
+        # The subscriber task checks this flag between reads: it ends within one
+        # POLL even if a cancellation is lost inside redis-py's timed reads (seen
+        # under aiohttp's shutdown), and the task is cancelled as well.
+        self._stopping.set()
         if self._task is not None:
             self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            await asyncio.wait({self._task}, timeout=REDIS_TIMEOUT)
         await self._publisher.aclose(close_connection_pool=True)
 
     async def subscribe(self, room: str) -> None:
@@ -188,7 +193,7 @@ class RedisBroker:
 
     async def _run(self) -> None:
         attempt = 0
-        while True:
+        while not self._stopping.is_set():
             client = redis.Redis.from_url(
                 self._url,
                 max_connections=1,
@@ -220,7 +225,8 @@ class RedisBroker:
                 await _quietly(client.aclose())
             attempt += 1
             delay = random.uniform(0, min(RETRY_CAP, RETRY_FIRST * 2 ** (attempt - 1)))
-            await asyncio.sleep(delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
 
     async def _subscribe_all(self, pubsub: PubSub) -> None:
         """Subscribe every local room on a fresh connection, then report the gap."""
@@ -253,7 +259,7 @@ class RedisBroker:
         """Forward messages, run joins and leaves, and watch the connection's health."""
         loop = asyncio.get_running_loop()
         heard = pinged = loop.time()
-        while True:
+        while not self._stopping.is_set():
             while not self._commands.empty():
                 verb, room = self._commands.get_nowait()
                 if verb == "subscribe":
