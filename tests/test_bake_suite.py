@@ -31,3 +31,24 @@ def test_bake_passes_its_own_suite(cookies, answers):
     python = cached_venv(project / "requirements-dev.txt")
     env = venv_env(python)
     run_ok(python, "-m", "pytest", "-q", cwd=project, env=env, timeout=840, lines=80)
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("demo", [True, False], ids=["demo", "nodemo"])
+def test_django_collectstatic_runs_as_in_heroku_build(cookies, demo):
+    """Heroku's buildpack runs `manage.py collectstatic --noinput` when manage.py
+    exists, with no SECRET_KEY and no DYNO: it must succeed, demo page or not."""
+    project = bake(cookies, framework="django", include_demo=demo).project_path
+    python = cached_venv(project / "requirements-dev.txt")
+    env = {
+        key: value
+        for key, value in venv_env(python).items()
+        if key not in ("SECRET_KEY", "DYNO")
+    }
+    manage = ("manage.py", "collectstatic", "--noinput")
+    done = run_ok(python, *manage, cwd=project, env=env, timeout=120)
+    copied = sorted(path.name for path in (project / "staticfiles").rglob("*.*"))
+    if demo:
+        assert {"index.html", "app.js", "style.css"} <= set(copied), done.stdout
+    else:
+        assert copied == [], done.stdout
