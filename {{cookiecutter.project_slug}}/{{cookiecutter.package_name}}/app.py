@@ -12,8 +12,9 @@ from http import HTTPStatus
 from .broker import make_broker
 from .hub import Hub
 from .logs import mask_url
-from .session import Session, Sink
+from .session import Session
 from .settings import Settings
+from .sink import Sink
 from .web import StaticFiles, health_body, origin_allowed
 
 log = logging.getLogger(__name__)

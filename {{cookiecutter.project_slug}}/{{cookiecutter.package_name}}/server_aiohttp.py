@@ -21,8 +21,8 @@ from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 
 from .app import App
 from .logs import configure
-from .session import CLOSE_TIMEOUT, QueuedSink
 from .settings import ROUTER_IDLE_SECONDS, Settings, load
+from .sink import CLOSE_TIMEOUT, QueuedSink
 from .web import NOT_FOUND
 
 # Named for the module, also when run as __main__ by the Procfile.

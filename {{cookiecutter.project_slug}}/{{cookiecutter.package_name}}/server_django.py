@@ -34,8 +34,8 @@ from django.views.decorators.http import require_safe
 
 from . import serve_uvicorn
 from .app import App
-from .session import QueuedSink
 from .settings import load
+from .sink import QueuedSink
 from .web import NOT_FOUND
 
 # Named for the module, also when run as __main__ by the Procfile.

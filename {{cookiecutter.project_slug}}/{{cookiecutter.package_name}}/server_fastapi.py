@@ -24,8 +24,9 @@ from starlette.websockets import WebSocketDisconnect
 
 from . import serve_uvicorn
 from .app import App
-from .session import QueuedSink, Session
+from .session import Session
 from .settings import load
+from .sink import QueuedSink
 from .web import NOT_FOUND
 
 log = logging.getLogger(__name__)

@@ -21,8 +21,8 @@ from websockets.http11 import Request, Response
 from .app import App
 from .broker import Payload
 from .logs import configure
-from .session import CLOSE_TIMEOUT
 from .settings import Settings, load
+from .sink import CLOSE_TIMEOUT
 from .web import NOT_FOUND
 
 # Named for the module, also when run as __main__ by the Procfile.
