@@ -76,7 +76,7 @@ def test_demo_serves_on_port_8000_and_stops_on_ctrl_c(tmp_path):
             try:
                 health = get_json("http://127.0.0.1:8000/healthz")
             except OSError:
-                time.sleep(0.5)
+                time.sleep(0.5)  # polling until the app answers, not a fixed wait
         assert health is not None, log.read_text()[-4000:]
         assert health["broker"] == "memory"
         assert "http://localhost:8000" in log.read_text()
