@@ -13,6 +13,12 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+# The contract's close codes for the faults the app itself detects (the servers
+# send 1001/1012 on shutdown, 1007 and 1009 through their frameworks).
+UNSUPPORTED_DATA = 1003  # a binary frame on /ws
+INTERNAL_ERROR = 1011  # an unexpected error in this connection
+TRY_AGAIN_LATER = 1013  # a slow consumer, over WS_MAX_PENDING_BYTES
+
 # Matched with fullmatch: "$" alone would let a trailing newline through.
 ROOM_RULE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 MAX_REF_LENGTH = 64

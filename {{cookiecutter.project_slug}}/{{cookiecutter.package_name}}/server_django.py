@@ -34,6 +34,7 @@ from django.views.decorators.http import require_safe
 
 from . import serve_uvicorn
 from .app import App
+from .protocol import INTERNAL_ERROR, UNSUPPORTED_DATA
 from .settings import load
 from .sink import QueuedSink
 from .web import NOT_FOUND
@@ -41,8 +42,6 @@ from .web import NOT_FOUND
 # Named for the module, also when run as __main__ by the Procfile.
 log = logging.getLogger("{{ cookiecutter.package_name }}.server")
 
-UNSUPPORTED_DATA = 1003
-INTERNAL_ERROR = 1011
 
 # Every process that serves imports this module: the one the Procfile starts and,
 # when WEB_CONCURRENCY > 1, each uvicorn worker, a fresh interpreter. Each reads the

@@ -24,6 +24,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from . import serve_uvicorn
 from .app import App
+from .protocol import INTERNAL_ERROR, UNSUPPORTED_DATA
 from .session import Session
 from .settings import load
 from .sink import QueuedSink
@@ -36,8 +37,6 @@ log = logging.getLogger(__name__)
 settings = load()
 serve_uvicorn.configure_logging(settings)
 
-UNSUPPORTED_DATA = 1003
-INTERNAL_ERROR = 1011
 NO_STORE = {"Cache-Control": "no-store"}
 # What a send raises once the client is gone (Starlette), or once uvicorn closed
 # the connection itself (invalid UTF-8, a frame too big, no Pong): the receive loop

@@ -21,6 +21,7 @@ from websockets.http11 import Request, Response
 from .app import App
 from .broker import Payload
 from .logs import configure
+from .protocol import INTERNAL_ERROR, UNSUPPORTED_DATA
 from .settings import Settings, load
 from .sink import CLOSE_TIMEOUT
 from .web import NOT_FOUND
@@ -35,8 +36,6 @@ HOST = "0.0.0.0"
 OPEN_TIMEOUT = 10
 # On SIGTERM (deploys, restarts, daily cycling) clients are told to reconnect.
 SERVICE_RESTART = 1012
-UNSUPPORTED_DATA = 1003
-INTERNAL_ERROR = 1011
 
 
 class Sink:

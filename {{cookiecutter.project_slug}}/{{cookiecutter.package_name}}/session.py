@@ -17,8 +17,6 @@ from .protocol import ProtocolError
 from .settings import Settings
 from .sink import Sink
 
-# Close codes of the contract.
-SLOW_CONSUMER = 1013
 RATE_LIMITED = ("rate_limited", "too many messages: the request was dropped")
 
 
@@ -116,7 +114,7 @@ class Session:
             # Past the bound the connection gets nothing more: memory stays bounded
             # and the others never wait for it.
             self._closing = True
-            self._sink.close(SLOW_CONSUMER, "slow consumer")
+            self._sink.close(protocol.TRY_AGAIN_LATER, "slow consumer")
 
     def notify_gap(self, rooms: list[str]) -> None:
         self._write(protocol.gap(rooms))

@@ -59,19 +59,27 @@ class Settings:
             ping_interval=env.number(
                 "WS_PING_INTERVAL", 20, below=ROUTER_IDLE_SECONDS, why=ROUTER_CUT
             ),
+            # A dead peer is found within interval + timeout, about 40 s.
             ping_timeout=env.number("WS_PING_TIMEOUT", 20),
+            # Ample for chat and events; bounds what one frame can cost.
             max_message_bytes=env.integer("WS_MAX_MESSAGE_BYTES", 65536, low=1),
             allowed_origins=env.origins("WS_ALLOWED_ORIGINS"),
+            # A dyno has 10,000 file descriptors; the rest serve Redis and logs.
             max_connections=env.integer("WS_MAX_CONNECTIONS", 9000, low=1),
+            # Bounds the subscriptions one client can cause.
             max_rooms=env.integer("WS_MAX_ROOMS", 50, low=1),
+            # Well above a person typing, a short burst allowed; stops a runaway.
             rate_limit=env.number("WS_RATE_LIMIT", 20),
             rate_burst=env.integer("WS_RATE_BURST", 40, low=1),
+            # 1 MiB behind: a slow client is closed before it costs real memory.
             max_pending_bytes=env.integer("WS_MAX_PENDING_BYTES", 1048576, low=1),
+            # Off: about 14 KiB per idle connection instead of about 64 KiB.
             compression=env.boolean("WS_COMPRESSION", False),
             echo_path=env.path("WS_ECHO_PATH"),
             log_level=env.choice(
                 "LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
             ),
+            # 64: far above any dyno's cores; a typo cannot fork hundreds.
             processes=env.integer("WEB_CONCURRENCY", 1, low=1, high=64),
         )
 
