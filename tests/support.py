@@ -20,6 +20,8 @@ from types import ModuleType
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# The slow lane's junit reports, one per framework: docs/reliability.md's source.
+FIGURES = ROOT / "build" / "reliability"
 COOKIECUTTER_JSON = json.loads((ROOT / "cookiecutter.json").read_text())
 # The questions a user answers; keys starting with "_" are the template's own.
 QUESTIONS = [key for key in COOKIECUTTER_JSON if not key.startswith("_")]

@@ -5,9 +5,12 @@ One bake per (framework, include_demo): the Python answer changes only
 The suite takes a minute or two; the venv is cached across runs by requirements.
 """
 
+import shutil
+
 import pytest
 from support import (
     AVAILABLE,
+    FIGURES,
     bake,
     cached_venv,
     require_redis,
@@ -25,12 +28,32 @@ SUITES = [
 
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("answers", SUITES, ids=variant_id)
-def test_bake_passes_its_own_suite(cookies, answers):
+def test_bake_passes_its_quick_lane(cookies, answers):
     require_redis()
     project = bake(cookies, **answers).project_path
     python = cached_venv(project / "requirements-dev.txt")
     env = venv_env(python)
-    run_ok(python, "-m", "pytest", "-q", cwd=project, env=env, timeout=840, lines=80)
+    quick = ("-m", "not slow")
+    run_ok(python, "-m", "pytest", "-q", *quick, cwd=project, env=env, timeout=840)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1500)
+@pytest.mark.parametrize("framework", AVAILABLE)
+def test_bake_passes_its_slow_lane(cookies, framework):
+    """Faults, load, proxy and conformance: once per framework (the demo page
+    changes none of it). The figures the tests record go to build/reliability/,
+    from which `python3 dev.py reliability` writes docs/reliability.md."""
+    require_redis()
+    project = bake(cookies, framework=framework, include_demo=True).project_path
+    python = cached_venv(project / "requirements-dev.txt")
+    env = venv_env(python)
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    report = FIGURES / f"{framework}.xml"
+    report.unlink(missing_ok=True)
+    (FIGURES / f"{framework}.txt").write_text(versions(python, project))
+    slow = ("-m", "slow", f"--junitxml={report}", "-o", "junit_family=xunit1")
+    run_ok(python, "-m", "pytest", "-q", *slow, cwd=project, env=env, timeout=1440)
 
 
 @pytest.mark.timeout(600)
@@ -52,3 +75,17 @@ def test_django_collectstatic_runs_as_in_heroku_build(cookies, demo):
         assert {"index.html", "app.js", "style.css"} <= set(copied), done.stdout
     else:
         assert copied == [], done.stdout
+
+
+def versions(python, project) -> str:
+    """One line: the app's pins, its Python, and the servers the slow lane ran."""
+    pins = [
+        line.strip()
+        for line in (project / "requirements.txt").read_text().splitlines()
+        if "==" in line and not line.lstrip().startswith("#")
+    ]
+    parts = [run_ok(python, "--version", cwd=project).stdout.strip(), *pins]
+    for server in (("redis-server", "--version"), ("haproxy", "-v")):
+        if shutil.which(server[0]):
+            parts.append(run_ok(*server, cwd=project).stdout.splitlines()[0][:60])
+    return ", ".join(parts)

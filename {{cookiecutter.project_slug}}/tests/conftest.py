@@ -55,7 +55,9 @@ if str(PROJECT_ROOT) not in sys.path:
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "slow: takes more than about 5 s (faults, outages); runs by default"
+        "markers",
+        "slow: faults, load, proxy and conformance; needs redis-server, haproxy and "
+        "a Python 2.7 for Autobahn (`-m 'not slow'` is the quick lane)",
     )
 
 

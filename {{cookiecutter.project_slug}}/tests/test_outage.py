@@ -3,6 +3,7 @@ resume, and never leak Redis connections."""
 
 import json
 import signal
+import statistics
 import time
 
 import pytest
@@ -11,6 +12,22 @@ import redis
 SLUG = "{{ cookiecutter.project_slug }}"
 # Each process: one subscriber connection and at most three for publishing.
 MAX_REDIS_CONNECTIONS_PER_PROCESS = 4
+# How long Redis stays down in the restart test: several health checks and
+# reconnect attempts long, as in a managed Redis failover.
+OUTAGE_SECONDS = 3
+# Forced reconnects in the leak test: enough that one leaked connection each
+# would stand out against the 4 a process may hold.
+FORCED_RECONNECTS = 50
+# Published at once in the output-buffer test: 5 MB, far past the 64 KiB limit.
+BURST_MESSAGES = 50
+
+
+def since(start: float) -> float:
+    return round(time.monotonic() - start, 2)
+
+
+def median(values: list[float]) -> float:
+    return round(statistics.median(values), 2)
 
 
 def app_connections(client) -> list[dict]:
@@ -19,7 +36,13 @@ def app_connections(client) -> list[dict]:
 
 @pytest.mark.slow
 def test_redis_restart(
-    make_redis, start_app, ws_client, new_room, wait_until, assert_quiet
+    make_redis,
+    start_app,
+    ws_client,
+    new_room,
+    wait_until,
+    assert_quiet,
+    record_property,
 ):
     server = make_redis()
     apps = [start_app(server), start_app(server)]
@@ -35,6 +58,7 @@ def test_redis_restart(
         assert client.message()["data"] == "before"
 
     server.stop()
+    stopped = time.monotonic()
 
     for app in apps:
 
@@ -46,8 +70,14 @@ def test_redis_restart(
     reply = a.request({"type": "publish", "room": both, "data": "lost", "ref": "p"}, 10)
     assert reply["type"] == "error" and reply["code"] == "broker_unavailable", reply
     assert reply["ref"] == "p"
-    for client in (a, b, idle):
-        client.assert_alive()
+    record_property("healthz 503 after Redis stopped (s)", since(stopped))
+    # The outage lasts OUTAGE_SECONDS, during which the apps keep serving.
+    while time.monotonic() - stopped < OUTAGE_SECONDS:
+        for client in (a, b, idle):
+            client.assert_alive()
+        assert all(app.healthz()[0] == 503 for app in apps)
+        time.sleep(0.2)  # poll interval: well inside the clients' rate limit
+    assert all(app.process.poll() is None for app in apps), "an app process exited"
 
     server.start()
     back = time.monotonic()
@@ -68,6 +98,7 @@ def test_redis_restart(
         assert time.monotonic() - back < 10, "the apps never resubscribed"
         time.sleep(0.05)  # polling interval of the probe, not a wait for an event
     resumed = time.monotonic() - back
+    record_property("delivery resumed after Redis was back (s)", round(resumed, 2))
     assert resumed < 2.5, f"delivery resumed {resumed:.2f} s after Redis came back"
     last_probe = probe_frame(both, sent - 1)
     for client in (a, b):
@@ -111,6 +142,9 @@ def test_redis_restart(
     )
     subscribers = [c for c in connections if "P" in c["flags"]]
     assert len(subscribers) == len(apps), connections
+    record_property(
+        "Redis connections of 2 processes after (bound 8)", len(connections)
+    )
     assert_quiet(a, b, idle)
     probes.close()
 
@@ -121,7 +155,7 @@ def probe_frame(room: str, number: int) -> dict:
 
 @pytest.mark.slow
 def test_redis_that_stops_answering_is_detected(
-    make_redis, start_app, ws_client, new_room, wait_until
+    make_redis, start_app, ws_client, new_room, wait_until, record_property
 ):
     """A Redis gone without a FIN (here: frozen by SIGSTOP, so its sockets stay
     open and silent) is noticed by the app's own health check within 2 x 5 s."""
@@ -134,16 +168,20 @@ def test_redis_that_stops_answering_is_detected(
     assert member.message()["data"] == "before"
 
     server.process.send_signal(signal.SIGSTOP)
+    frozen = time.monotonic()
     try:
         wait_until(
             lambda: app.healthz()[0] == 503,
             2 * 5 + 2,
             "the app to notice that Redis stopped answering",
         )
+        record_property("frozen Redis detected after (s, bound 10)", since(frozen))
     finally:
         server.process.send_signal(signal.SIGCONT)
+    thawed = time.monotonic()
 
     assert member.gap(timeout=15) == {"type": "gap", "rooms": [room]}
+    record_property("gap after SIGCONT (s)", since(thawed))
     wait_until(lambda: app.healthz()[0] == 200, 10, "/healthz to recover")
     publisher.publish(room, "after")
     assert member.message()["data"] == "after"
@@ -156,3 +194,109 @@ def test_redis_that_stops_answering_is_detected(
         )
     finally:
         probe.close()
+
+
+@pytest.mark.slow
+def test_forced_reconnects_leak_no_connections(
+    make_redis, start_app, ws_client, new_room, wait_until, record_property
+):
+    """Redis drops the subscriber FORCED_RECONNECTS times (CLIENT KILL TYPE
+    pubsub): each time the app resubscribes and reports the gap, and the number
+    of connections it holds never grows."""
+    server = make_redis()
+    app = start_app(server)
+    member = ws_client(app)
+    room = new_room()
+    channel = f"{SLUG}:{room}"
+    member.join(room)
+    member.publish(room, "before")  # opens a publisher connection too
+    assert member.message()["data"] == "before"
+    probe = server.client()
+    baseline = len(app_connections(probe))
+
+    counts, resubscribed = [], []
+    for _ in range(FORCED_RECONNECTS):
+        assert probe.client_kill_filter(_type="pubsub") == 1
+        killed = time.monotonic()
+        wait_until(
+            lambda: probe.pubsub_numsub(channel) == [(channel, 1)],
+            5,
+            "the app to resubscribe",
+            interval=0.01,
+        )
+        resubscribed.append(time.monotonic() - killed)
+        counts.append(len(app_connections(probe)))
+
+    gaps = 0
+    member.send({"type": "publish", "room": room, "data": "after", "ref": "end"})
+    while (frame := member.next()) != {
+        "type": "message",
+        "room": room,
+        "data": "after",
+    }:
+        if frame["type"] == "gap":
+            assert frame == {"type": "gap", "rooms": [room]}
+            gaps += 1
+        else:
+            assert frame == {"type": "published", "room": room, "ref": "end"}
+    assert gaps == FORCED_RECONNECTS
+    assert max(counts) <= baseline, (baseline, counts)
+    assert app.process.poll() is None
+    record_property("forced reconnects", FORCED_RECONNECTS)
+    record_property("gap frames received", gaps)
+    record_property("resubscribed after, median (s)", median(resubscribed))
+    record_property("resubscribed after, max (s)", round(max(resubscribed), 2))
+    record_property(
+        "Redis connections before, most during", f"{baseline}, {max(counts)}"
+    )
+    probe.close()
+
+
+@pytest.mark.slow
+def test_subscriber_cut_for_its_output_buffer_recovers(
+    make_redis, start_app, ws_client, new_room, wait_until, record_property
+):
+    """Redis closes a subscriber whose unread output passes the pub/sub buffer
+    limit (a burst the app cannot drain in time): the app recovers as after a
+    restart: gap, resubscribed, delivery resumed, no connection leaked."""
+    server = make_redis()
+    app = start_app(server)
+    member = ws_client(app)
+    room = new_room()
+    channel = f"{SLUG}:{room}"
+    member.join(room)
+    member.publish(room, "before")
+    assert member.message()["data"] == "before"
+    probe = server.client()
+    baseline = len(app_connections(probe))
+    # Heroku's plans keep Redis's default (32 MB hard); 64 KiB lets one burst of
+    # a few MB pass it on loopback.
+    probe.config_set("client-output-buffer-limit", "pubsub 65536 0 0")
+
+    pad = "x" * 100_000
+    burst = probe.pipeline(transaction=False)
+    for seq in range(BURST_MESSAGES):
+        burst.publish(channel, json.dumps(probe_frame(room, seq) | {"pad": pad}))
+    burst.execute()
+    cut = time.monotonic()
+
+    # Some of the burst may arrive before the cut, in order; then the gap.
+    seen = 0
+    while (frame := member.next(timeout=10))["type"] != "gap":
+        assert frame["data"] == {"probe": seen}, frame["data"]
+        seen += 1
+    assert frame == {"type": "gap", "rooms": [room]}
+    record_property("gap after the cut (s)", since(cut))
+    assert seen < BURST_MESSAGES, "the subscriber was never cut"
+    log = server.log_dir / f"redis-{server.port}-{server.starts}.log"
+    assert "output buffer limits" in log.read_text(), log.read_text()
+
+    wait_until(
+        lambda: probe.pubsub_numsub(channel) == [(channel, 1)], 5, "a resubscribe"
+    )
+    member.publish(room, "after")
+    assert member.message()["data"] == "after"
+    assert app.healthz()[0] == 200
+    assert len(app_connections(probe)) <= baseline
+    record_property("burst messages delivered before the cut", seen)
+    probe.close()
