@@ -3,25 +3,28 @@
 The page is the contract's "Demo page client": it connects, shows its state in
 #status, publishes from #send, lists messages in #messages, and reconnects after
 any close with jittered exponential backoff (0.5 s doubling to 30 s, reset on
-success), rejoining its room. Debian's chromium is driven through Playwright
-(`playwright install` cannot download browsers here).
+success), rejoining its room, also on another process of the app behind the same
+host (as a stopped dyno's clients land on another). Debian's chromium is driven
+through Playwright (`playwright install` cannot download browsers here).
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import socket
 import subprocess
 import threading
 import time
+import uuid
 from itertools import pairwise
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import sync_playwright
-from support import bake, cached_venv, venv_env
+from support import bake, cached_venv, require_redis, venv_env
 
 pytestmark = pytest.mark.slow
 
@@ -37,6 +40,11 @@ CHROMIUM_FLAGS = [
 FIRST_DELAY = 0.5
 # Slack for timers, process start and a refused handshake on a loaded machine.
 SLACK = 0.4
+# The failover test's second process takes two WebSockets; two other pages hold
+# them, so the page's first attempts there are refused (503), as by a full dyno.
+SECOND_SLOTS = 2
+# Attempts refused before a slot is freed: three waits of the doubling backoff.
+REFUSED = 3
 
 
 def chromium() -> str:
@@ -166,10 +174,119 @@ class Proxy:
         self.listener.close()
 
 
+def read_until(sock: socket.socket, marker: bytes, limit: int = 65536) -> bytes:
+    """Bytes from sock up to and past ``marker`` (or all of them until EOF)."""
+    data = b""
+    while marker not in data and len(data) < limit:
+        chunk = sock.recv(limit)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+class Front(Proxy):
+    """A TCP front before two app processes, like Heroku's router before two dynos:
+    each new connection goes to the first process that accepts it (the first one
+    while it listens, else the second). It notes each WebSocket handshake as
+    (arrival instant, port it went to, HTTP status of the answer)."""
+
+    def __init__(self, upstreams: list[int]) -> None:
+        self.upstreams = upstreams
+        self.handshakes: list[tuple[float, int, int]] = []
+        super().__init__(upstreams[0])
+
+    def _accept(self) -> None:
+        while self.running:
+            try:
+                client, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            arrived = time.monotonic()
+            threading.Thread(
+                target=self._route, args=(client, arrived), daemon=True
+            ).start()
+
+    def _route(self, client: socket.socket, arrived: float) -> None:
+        upstream = None
+        # OSError: either side left mid-request (a browser's spare connection).
+        try:
+            client.settimeout(5)  # a request head arrives at once, or never
+            head = read_until(client, b"\r\n\r\n")
+            for port in self.upstreams:
+                try:
+                    upstream = socket.create_connection(("127.0.0.1", port))
+                    break
+                except ConnectionRefusedError:
+                    continue
+            else:
+                client.close()  # no process listens: the attempt fails
+                return
+            upstream.settimeout(5)  # the app answers a handshake at once
+            upstream.sendall(head)
+            answer = read_until(upstream, b"\r\n")
+            client.sendall(answer)
+        except OSError:
+            for end in (client, upstream):
+                if end is not None:
+                    end.close()
+            return
+        if head.startswith(b"GET /ws ") and answer.startswith(b"HTTP/1.1 "):
+            with self.changed:
+                self.handshakes.append((arrived, port, int(answer.split()[1])))
+                self.changed.notify_all()
+        for end in (client, upstream):
+            end.settimeout(None)
+        for source, target in ((client, upstream), (upstream, client)):
+            threading.Thread(
+                target=self._pump, args=(source, target), daemon=True
+            ).start()
+
+    def wait_for_handshakes(
+        self, since: float, count: int, timeout: float
+    ) -> list[tuple[float, int, int]]:
+        """The first ``count`` handshakes that arrived after ``since``."""
+
+        def later():
+            return [shake for shake in self.handshakes if shake[0] > since]
+
+        with self.changed:
+            ok = self.changed.wait_for(lambda: len(later()) >= count, timeout)
+            assert ok, f"handshakes in {timeout} s: {later()}, wanted {count}"
+            return later()[:count]
+
+
 @pytest.fixture(scope="module")
-def demo(cookies_session):
+def redis_url():
+    """REDIS_URL when set, else a redis-server of this module's own."""
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    require_redis()
+    port = free_port()
+    server = subprocess.Popen(
+        [shutil.which("redis-server"), "--bind", "127.0.0.1", "--port", str(port)]
+        + ["--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port, server)
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+@pytest.fixture(scope="module")
+def baked_demo(cookies_session) -> tuple[Path, Path]:
+    """The default bake and the python of a venv with its requirements."""
     project = bake(cookies_session).project_path
-    server = Server(project, cached_venv(project / "requirements.txt"), free_port())
+    return project, cached_venv(project / "requirements.txt")
+
+
+@pytest.fixture(scope="module")
+def demo(baked_demo):
+    server = Server(*baked_demo, free_port())
     server.start()
     yield server
     server.stop()
@@ -276,3 +393,63 @@ def test_reconnect_backoff_doubles_with_jitter_and_resets(browser, demo):
         page.close()
     finally:
         proxy.close()
+
+
+def test_page_fails_over_to_a_second_process_with_backoff(
+    browser, baked_demo, redis_url
+):
+    """Two processes of one bake share Redis behind a front that routes around a
+    stopped one. SIGTERM the first: the page backs off (0.5 s jittered, doubling)
+    while the second is full, then gets in there and is in its room again."""
+    room = f"browser-failover-{uuid.uuid4().hex[:8]}"
+    first, second = (Server(*baked_demo, free_port()) for _ in range(2))
+    first.env["REDIS_URL"] = second.env["REDIS_URL"] = redis_url
+    second.env["WS_MAX_CONNECTIONS"] = str(SECOND_SLOTS)
+    front = Front([first.port, second.port])
+    pages = []
+    try:
+        first.start()
+        second.start()
+        alice = open_page(browser, front.port, room)
+        bob = open_page(browser, second.port, room)
+        filler = open_page(browser, second.port, f"{room}-filler")
+        pages += [alice, bob, filler]
+        for page in pages:
+            expect_status(page, "connected")
+        assert [port for _, port, _ in front.handshakes] == [first.port]
+        # One Redis: alice, on the first process, reaches bob on the second.
+        say(alice, "before the restart")
+        for page in (alice, bob):
+            expect_message(page, "before the restart", 1)
+
+        sigterm = time.monotonic()
+        first.stop()  # exit 0 within 25 s, or this fails
+        expect_status(alice, "reconnecting")
+        refused = front.wait_for_handshakes(sigterm, REFUSED, timeout=15)
+        assert [(port, status) for _, port, status in refused] == [
+            (second.port, 503)
+        ] * REFUSED, refused
+        filler.close()  # a slot of the second process frees up
+        expect_status(alice, "connected", timeout=FIRST_DELAY * 2**REFUSED + 5)
+        shakes = front.wait_for_handshakes(sigterm, REFUSED + 1, timeout=1)
+        assert shakes[-1][1:] == (second.port, 101), shakes
+        assert len([s for s in front.handshakes if s[0] > sigterm]) == REFUSED + 1
+
+        # Each attempt waits between half the ceiling and the ceiling, 0.5 s * 2**k,
+        # after the previous failure (the first: after the close that SIGTERM sent).
+        starts = [sigterm] + [arrived for arrived, _, _ in shakes]
+        waits = [later - earlier for earlier, later in pairwise(starts)]
+        for k, waited in enumerate(waits):
+            ceiling = FIRST_DELAY * 2**k
+            assert ceiling / 2 - 0.05 <= waited <= ceiling + SLACK, (k, waits)
+
+        # A member of its room again: bob's message, via the second process, arrives.
+        say(bob, "after the restart")
+        for page in (alice, bob):
+            expect_message(page, "after the restart", 2)
+    finally:
+        for page in pages:
+            page.close()
+        front.close()
+        second.stop()
+        first.stop()
