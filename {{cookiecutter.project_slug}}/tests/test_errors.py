@@ -135,6 +135,31 @@ def test_valid_room_names(memory_app, ws_client, room):
     client.leave(room)
 
 
+def test_deeply_nested_data_is_published_or_refused_never_a_crash(
+    memory_app, ws_client, new_room
+):
+    """Around the depth where Python's JSON reader or writer gives up (about
+    1,000): each publish is done, or refused as invalid_json; never a 1011."""
+    room = new_room()
+    client, member = ws_client(memory_app), ws_client(memory_app)
+    member.join(room)
+    outcomes = set()
+    for depth in range(900, 1040, 7):
+        data = "[" * depth + "]" * depth
+        # Built as text: json.dumps itself cannot write the deepest of these.
+        fields = f'"room": "{room}", "data": {data}' + "}"
+        reply = client.request('{"type": "publish", ' + fields)
+        if reply["type"] == "error":
+            assert reply["code"] == "invalid_json", reply
+        else:
+            assert reply == {"type": "published", "room": room}
+            # Read as text: this process cannot parse JSON as deep as the app can.
+            assert member.ws.recv(timeout=5) == '{"type": "message", ' + fields
+        outcomes.add(reply["type"])
+    client.assert_alive()
+    assert outcomes == {"published", "error"}, "the depths missed the limit"
+
+
 def test_error_leaves_other_clients_unaffected(memory_app, ws_client, new_room):
     room = new_room()
     faulty, member = ws_client(memory_app), ws_client(memory_app)

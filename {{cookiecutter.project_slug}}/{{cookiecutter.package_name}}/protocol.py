@@ -46,29 +46,31 @@ class Request:
     room: str | None = None
     data: Any = None
     ref: str | None = None
+    # publish: the `message` frame for the room's members, encoded once, here.
+    text: str | None = None
 
 
 def parse(text: str) -> Request:
     """One client text frame as a request, or ProtocolError with the contract's code."""
     try:
-        message = json.loads(
+        fields = json.loads(
             text, parse_constant=_refuse_constant, parse_float=_finite_float
         )
     except NotFinite as error:
         raise ProtocolError("invalid_json", str(error)) from None
     except (ValueError, RecursionError):
         raise ProtocolError("invalid_json", "the frame is not valid JSON") from None
-    if not isinstance(message, dict):
+    if not isinstance(fields, dict):
         raise ProtocolError("invalid_json", "the frame must be a JSON object")
 
-    ref = message.get("ref")
+    ref = fields.get("ref")
     if ref is not None and (not isinstance(ref, str) or len(ref) > MAX_REF_LENGTH):
         # The ref itself is bad, so the error cannot carry it.
         raise ProtocolError(
             "invalid_message",
             f"ref must be a string of at most {MAX_REF_LENGTH} characters",
         )
-    kind = message.get("type")
+    kind = fields.get("type")
     if not isinstance(kind, str):
         raise ProtocolError("invalid_message", "type must be a string", ref)
     if kind not in REQUEST_TYPES:
@@ -80,7 +82,7 @@ def parse(text: str) -> Request:
     if kind == "ping":
         return Request("ping", ref=ref)
 
-    room = message.get("room")
+    room = fields.get("room")
     if not isinstance(room, str):
         raise ProtocolError("invalid_message", f"{kind} needs a room (a string)", ref)
     if not ROOM_RULE.fullmatch(room):
@@ -90,11 +92,19 @@ def parse(text: str) -> Request:
             ref,
         )
     if kind == "publish":
-        if "data" not in message:
+        if "data" not in fields:
             raise ProtocolError(
                 "invalid_message", "publish needs data (any JSON value)", ref
             )
-        return Request("publish", room, message["data"], ref)
+        try:
+            text = message(room, fields["data"])
+        except RecursionError:
+            # json.loads accepts nesting a few levels deeper than json.dumps
+            # can write back inside the frame (Python 3.11).
+            raise ProtocolError(
+                "invalid_json", "the data is nested too deeply", ref
+            ) from None
+        return Request("publish", room, fields["data"], ref, text)
     return Request(kind, room, ref=ref)
 
 

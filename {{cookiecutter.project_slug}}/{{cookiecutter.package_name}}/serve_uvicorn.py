@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from .logs import configure
 from .settings import Settings
@@ -41,6 +42,36 @@ QUIET = {
     "connection open",
     "connection closed",
 }
+
+
+# A connection must send its first request head within this (the websockets
+# library's handshake timeout): uvicorn arms no timer before a first request, so a
+# client that opens TCP and stalls (slowloris) would hold a descriptor for ever.
+REQUEST_HEAD_TIMEOUT = 10
+
+
+class HeadTimeoutProtocol(HttpToolsProtocol):
+    """uvicorn's HTTP protocol, closing a connection whose first request head is
+    not complete REQUEST_HEAD_TIMEOUT after it opened."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)
+        self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(
+            REQUEST_HEAD_TIMEOUT, transport.close
+        )
+
+    def on_headers_complete(self) -> None:
+        self._stop_head_timer()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
 
 
 def configure_logging(settings: Settings) -> None:
@@ -82,6 +113,7 @@ def run(app: str, settings: Settings) -> None:
         workers=processes,
         timeout_keep_alive=KEEP_ALIVE,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
+        http=HeadTimeoutProtocol,
         # The websockets-based implementation: it supports the denial responses
         # (403, 503) that the handshake rules need.
         ws="websockets-sansio",

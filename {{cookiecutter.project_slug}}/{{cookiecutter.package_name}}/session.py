@@ -77,9 +77,7 @@ class Session:
             if request.type == "ping":
                 return protocol.pong(ref)
             if request.type == "publish":
-                await self._hub.broker.publish(
-                    room, protocol.message(room, request.data)
-                )
+                await self._hub.broker.publish(room, request.text)
                 return protocol.published(room, ref)
             if request.type == "join":
                 if room not in self.rooms:
