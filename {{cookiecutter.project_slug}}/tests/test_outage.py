@@ -196,34 +196,54 @@ def test_redis_that_stops_answering_is_detected(
         probe.close()
 
 
-@pytest.mark.slow
-def test_forced_reconnects_leak_no_connections(
-    make_redis, start_app, ws_client, new_room, wait_until, record_property
-):
-    """Redis drops the subscriber FORCED_RECONNECTS times (CLIENT KILL TYPE
-    pubsub): each time the app resubscribes and reports the gap, and the number
-    of connections it holds never grows."""
+@pytest.fixture
+def lone_member(make_redis, start_app, ws_client, new_room):
+    """A Redis of the test's own, an app on it with one member in one room, a
+    probe client, and how many connections the app holds once it has published."""
     server = make_redis()
     app = start_app(server)
     member = ws_client(app)
     room = new_room()
-    channel = f"{SLUG}:{room}"
     member.join(room)
     member.publish(room, "before")  # opens a publisher connection too
     assert member.message()["data"] == "before"
     probe = server.client()
     baseline = len(app_connections(probe))
+    yield server, app, member, room, f"{SLUG}:{room}", probe, baseline
+    probe.close()
+
+
+@pytest.mark.slow
+def test_forced_reconnects_leak_no_connections(
+    lone_member, wait_until, record_property
+):
+    """Redis drops the subscriber FORCED_RECONNECTS times (CLIENT KILL TYPE
+    pubsub): each time the app resubscribes and reports the gap, and the number
+    of connections it holds never grows."""
+    server, app, member, room, channel, probe, baseline = lone_member
 
     counts, resubscribed = [], []
+
+    def subscribers() -> list[str]:
+        return [c["id"] for c in probe.client_list(_type="pubsub")]
+
     for _ in range(FORCED_RECONNECTS):
+        killed_ids = subscribers()
+        assert len(killed_ids) == 1, killed_ids
         assert probe.client_kill_filter(_type="pubsub") == 1
         killed = time.monotonic()
-        wait_until(
-            lambda: probe.pubsub_numsub(channel) == [(channel, 1)],
-            5,
-            "the app to resubscribe",
-            interval=0.01,
-        )
+
+        def resubscribed_anew(killed_ids=killed_ids):
+            # Redis may free the killed client a moment later: a new connection,
+            # not the old one's subscription, must be what NUMSUB counts.
+            ids = subscribers()
+            return (
+                len(ids) == 1
+                and ids != killed_ids
+                and probe.pubsub_numsub(channel) == [(channel, 1)]
+            )
+
+        wait_until(resubscribed_anew, 5, "the app to resubscribe", interval=0.01)
         resubscribed.append(time.monotonic() - killed)
         counts.append(len(app_connections(probe)))
 
@@ -249,26 +269,16 @@ def test_forced_reconnects_leak_no_connections(
     record_property(
         "Redis connections before, most during", f"{baseline}, {max(counts)}"
     )
-    probe.close()
 
 
 @pytest.mark.slow
 def test_subscriber_cut_for_its_output_buffer_recovers(
-    make_redis, start_app, ws_client, new_room, wait_until, record_property
+    lone_member, wait_until, record_property
 ):
     """Redis closes a subscriber whose unread output passes the pub/sub buffer
     limit (a burst the app cannot drain in time): the app recovers as after a
     restart: gap, resubscribed, delivery resumed, no connection leaked."""
-    server = make_redis()
-    app = start_app(server)
-    member = ws_client(app)
-    room = new_room()
-    channel = f"{SLUG}:{room}"
-    member.join(room)
-    member.publish(room, "before")
-    assert member.message()["data"] == "before"
-    probe = server.client()
-    baseline = len(app_connections(probe))
+    server, app, member, room, channel, probe, baseline = lone_member
     # Heroku's plans keep Redis's default (32 MB hard); 64 KiB lets one burst of
     # a few MB pass it on loopback.
     probe.config_set("client-output-buffer-limit", "pubsub 65536 0 0")
@@ -299,4 +309,3 @@ def test_subscriber_cut_for_its_output_buffer_recovers(
     assert app.healthz()[0] == 200
     assert len(app_connections(probe)) <= baseline
     record_property("burst messages delivered before the cut", seen)
-    probe.close()
