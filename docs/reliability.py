@@ -23,6 +23,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 FIGURES = ROOT / "build" / "reliability"
 DOC = ROOT / "docs" / "reliability.md"
+# The generated app's tests, as the template holds them (their docstrings are
+# plain Python, no Jinja).
+TESTS = ROOT / "{{cookiecutter.project_slug}}" / "tests"
+TEST_DOCSTRING = re.compile(
+    r'^def (test_\w+)\([^)]*\)[^:\n]*:\n\s+"""(.*?)"""', re.MULTILINE | re.DOTALL
+)
 # Column order: the template's own order of the framework prompt.
 FRAMEWORKS = ["websockets", "fastapi", "aiohttp", "django"]
 
@@ -55,6 +61,17 @@ def load(report: Path) -> dict[str, dict]:
     return tests
 
 
+def promises(tests: Path) -> dict[str, str]:
+    """{`module::test_name`: the test's docstring, on one line} from the generated
+    app's test sources, so that each table says what its test holds the app to."""
+    found = {}
+    for source in sorted(tests.glob("test_*.py")):
+        # A regular expression, not ast: some of these files hold Jinja blocks.
+        for name, doc in TEST_DOCSTRING.findall(source.read_text()):
+            found[f"{source.stem}::{name}"] = " ".join(doc.split())
+    return found
+
+
 def title(test: str) -> str:
     """`test_outage::test_redis_restart[x]` -> `Redis restart [x]`."""
     module, _, name = test.partition("::")
@@ -84,8 +101,12 @@ def render(figures: Path, now: datetime.datetime) -> str:
         lines.append(f"- no report for: {', '.join(missing)}")
     lines.append("")
     tests = list(dict.fromkeys(t for fw in frameworks for t in reports[fw]))
+    said = promises(TESTS)
     for test in tests:
         lines += [f"## {title(test)}", ""]
+        promise = said.get(test.partition("[")[0])
+        if promise:
+            lines += [promise, ""]
         lines.append("| figure | " + " | ".join(f"`{fw}`" for fw in frameworks) + " |")
         lines.append("|---" * (len(frameworks) + 1) + "|")
         names = list(

@@ -5,6 +5,7 @@ One bake per (framework, include_demo): the Python answer changes only
 The suite takes a minute or two; the venv is cached across runs by requirements.
 """
 
+import re
 import shutil
 
 import pytest
@@ -87,5 +88,7 @@ def versions(python, project) -> str:
     parts = [run_ok(python, "--version", cwd=project).stdout.strip(), *pins]
     for server in (("redis-server", "--version"), ("haproxy", "-v")):
         if shutil.which(server[0]):
-            parts.append(run_ok(*server, cwd=project).stdout.splitlines()[0][:60])
+            said = run_ok(*server, cwd=project).stdout
+            version = re.search(r"\d+\.\d+\.\d+", said)
+            parts.append(f"{server[0]} {version[0] if version else '?'}")
     return ", ".join(parts)

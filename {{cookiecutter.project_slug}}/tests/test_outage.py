@@ -44,6 +44,10 @@ def test_redis_restart(
     assert_quiet,
     record_property,
 ):
+    """Redis stopped for 3 s under two app processes: the clients stay connected,
+    /healthz says 503, a publish gets broker_unavailable; once Redis is back,
+    delivery resumes within 2 s, each member gets one gap frame for its rooms, and
+    each process holds one subscription and at most 4 connections."""
     server = make_redis()
     apps = [start_app(server), start_app(server)]
     first, second = apps

@@ -52,6 +52,8 @@ def shut_down(app, clients, raw_clients=()):
 def test_sigterm_closes_websockets_and_exits_zero(
     start_app, ws_client, raw_ws, new_room
 ):
+    """SIGTERM: members and idle clients get 1001 or 1012, a client that never
+    answers the close handshake does not hold up the exit, and the exit is 0."""
     app = start_app()
     room = new_room()
     member, idle = ws_client(app), ws_client(app)
