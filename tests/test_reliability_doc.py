@@ -50,7 +50,7 @@ def test_tables_show_each_figure_per_framework(tmp_path):
     assert "- no report for: fastapi, django" in doc
     restart = doc.split("## Redis restart (`test_outage`)\n", 1)[1].split("\n## ")[0]
     # The promise is the generated test's own docstring, on one line.
-    assert restart.startswith("Redis stopped for 3 s under two app processes:")
+    assert restart.startswith("\nRedis stopped for 3 s under two app processes:")
     assert "| figure | `websockets` | `aiohttp` |" in restart
     assert "| result | passed | passed |" in restart
     assert "| resumed after (s) | 0.61 | 0.61 |" in restart
