@@ -41,7 +41,7 @@ suite (`tests/` of each bake, marker `slow`), run against the app started from i
 Each test asserts the contract's promise; the figures are what it saw on the way.
 A test that failed shows **FAILED** in its `result` row.
 
-Regenerate with `python3 dev.py reliability` (about 10 minutes); do not edit by hand.
+Regenerate with `python3 dev.py reliability` (about 7 minutes); do not edit by hand.
 """
 
 
@@ -115,7 +115,8 @@ def render(figures: Path, now: datetime.datetime) -> str:
         for name in names:
             cells = [str(reports[fw].get(test, {}).get(name, "–")) for fw in frameworks]
             cells = [f"**{cell}**" if cell == "FAILED" else cell for cell in cells]
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            row = [name, *cells]
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
 

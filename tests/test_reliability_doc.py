@@ -18,6 +18,7 @@ def test_redis_restart(record_property):
 
 def test_shutdown(record_property):
     record_property("exit after (s)", 1.5)
+    record_property("Autobahn|Testsuite", "a|b")
     assert VARIANT != "aiohttp", "made to fail for one framework"
 """
 
@@ -58,6 +59,7 @@ def test_tables_show_each_figure_per_framework(tmp_path):
     shutdown = doc.split("## Shutdown (`test_outage`)\n", 1)[1]
     assert "| result | passed | **FAILED** |" in shutdown
     assert "| exit after (s) | 1.5 | 1.5 |" in shutdown
+    assert "| Autobahn\\|Testsuite | a\\|b | a\\|b |" in shutdown  # pipes escaped
 
 
 def test_no_reports_is_an_error_naming_the_command(tmp_path):
