@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import importlib.util
 import itertools
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -46,6 +43,9 @@ def load_source(path: Path) -> ModuleType:
     return module
 
 
+# Venvs cached by requirements: one copy, the benchmark harness's (standard
+# library only), so the bake suite and the benchmarks share each venv.
+cached_venv = load_source(ROOT / "bench" / "venvs.py").cached_venv
 PRE_GEN = load_source(ROOT / "hooks" / "pre_gen_project.py")
 POST_GEN = load_source(ROOT / "hooks" / "post_gen_project.py")
 # The pre-gen hook is the one place that says which frameworks work yet.
@@ -151,41 +151,6 @@ def require_redis() -> None:
     """Fail, naming the install command, when no real Redis is at hand."""
     if not os.environ.get("REDIS_URL") and not shutil.which("redis-server"):
         raise AssertionError(NO_REDIS)
-
-
-def requirement_files(path: Path) -> list[Path]:
-    """A requirements file and every file it includes with -r, recursively."""
-    found = [path]
-    for line in path.read_text().splitlines():
-        match = re.match(r"\s*(?:-r|--requirement)[\s=]+(\S+)", line)
-        if match:
-            found += requirement_files(path.parent / match.group(1))
-    return found
-
-
-def cached_venv(requirements: Path) -> Path:
-    """A venv with `pip install -r requirements` done; return its python.
-
-    Kept under .cache/venvs/<hash> at the repository root and reused across runs.
-    The hash covers the requirements file, the files it includes (-r), and the
-    Python, so a changed pin or interpreter gets a fresh venv. A lock file makes
-    parallel test processes build each venv once; a marker file written last
-    means a venv interrupted halfway is rebuilt, not trusted.
-    """
-    digest = hashlib.sha256(f"{sys.version}\n{sys.base_prefix}\n".encode())
-    for path in requirement_files(requirements):
-        digest.update(path.read_bytes())
-    venv = ROOT / ".cache" / "venvs" / digest.hexdigest()[:16]
-    venv.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{venv}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (venv / ".complete").exists():
-            shutil.rmtree(venv, ignore_errors=True)
-            pip = [venv / "bin" / "python", "-m", "pip", "install", "-qq"]
-            run_ok(sys.executable, "-m", "venv", venv, cwd=ROOT)
-            run_ok(*pip, "-r", requirements, cwd=requirements.parent, timeout=600)
-            (venv / ".complete").write_text(requirements.read_text())
-    return venv / "bin" / "python"
 
 
 def venv_env(python: Path) -> dict[str, str]:

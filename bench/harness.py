@@ -1,0 +1,892 @@
+"""The benchmark run: servers, clients, measurements, then the document.
+
+Run by bench/run.py inside the harness's venv (bench/requirements/tools.txt).
+Every server runs from its own cached venv against one real redis-server started
+here; the clients are bench/client.py processes driven over pipes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(BENCH))
+
+import report  # noqa: E402
+from venvs import cached_venv  # noqa: E402
+
+BUILD = ROOT / "build" / "bench"
+FRAMEWORKS = ("websockets", "fastapi", "aiohttp", "django")
+REFERENCES = ("LIMIT", "PEER", "PEER-DJANGO")
+CLIENT = BENCH / "client.py"
+PHASES = ["sizes", "e2e", "slow"]
+# Handshakes in flight across all client processes: under every server's listen
+# backlog (asyncio's default is 100), so no SYN is dropped and the connect rate
+# measures the server rather than TCP's 1 s retransmit.
+CONNECT_WINDOW = 64
+# No client process holds more than this many sockets (the brief's ~5,000), so
+# none nears the 20,000 file limit and several share the client-side work.
+PER_CLIENT_PROCESS = 3000
+# Between broadcast rounds: the server goes idle, so a round measures one
+# fan-out and not the tail of the previous one.
+ROUND_PAUSE = 0.05
+# In the slow-client phase the point is the bytes piling up, not idle gaps.
+SLOW_ROUND_PAUSE = 0.01
+# A round not complete by then has lost messages; the size's rounds stop there.
+ROUND_TIMEOUT = 60
+# p99 end-to-end latency past which the steady-rate sweep stops (the issue's 1 s).
+E2E_P99_LIMIT = 1.0
+# When the first step is already too fast, the rate is divided by this.
+E2E_STEP_DOWN = 4
+# After a steady-rate step, how long the last messages may take to arrive
+# before they count as not delivered (well past the 1 s p99 that ends a sweep).
+DRAIN_TIMEOUT = 10
+# The slow client's receive buffer: small, so the server's side fills quickly.
+SLOW_RCVBUF = 4096
+# The benchmark's publisher sends far faster than a person types: the apps'
+# per-connection rate limit (20/s) is raised for its process, nothing else.
+FAST = {"WS_RATE_LIMIT": "1000000", "WS_RATE_BURST": "1000000"}
+# One client process's CPU share above which it, not the server, may set the pace.
+CLIENT_BOUND = 0.85
+
+
+@dataclass
+class Config:
+    sizes: tuple[int, ...]
+    rounds: int
+    e2e_receivers: int
+    e2e_start_rate: float
+    e2e_factor: float
+    e2e_steps: int
+    e2e_step_seconds: float
+    slow_receivers: int
+    slow_pad: int
+    slow_rounds_before: int
+    slow_rounds: int
+
+
+FULL = Config(
+    sizes=(1000, 5000, 9000),
+    rounds=20,  # the issue's minimum for p50/p99
+    e2e_receivers=1000,
+    e2e_start_rate=20,
+    e2e_factor=1.5,
+    e2e_steps=14,
+    e2e_step_seconds=2,
+    slow_receivers=100,
+    # 60,000-byte messages (under the apps' 64 KiB frame limit) x 160 rounds =
+    # 9.6 MB toward the slow client: past the apps' 1 MiB WS_MAX_PENDING_BYTES
+    # plus the ~4 MiB the kernel's socket buffers absorb on loopback (tcp_wmem).
+    slow_pad=60000,
+    slow_rounds_before=20,
+    slow_rounds=160,
+)
+QUICK = Config(
+    sizes=(300,),
+    rounds=10,  # the order check in tests/test_bench.py wants a steady p50
+    e2e_receivers=100,
+    e2e_start_rate=20,
+    e2e_factor=2,
+    e2e_steps=3,
+    e2e_step_seconds=0.5,
+    slow_receivers=20,
+    slow_pad=60000,
+    slow_rounds_before=10,
+    # 8.4 MB: still past the apps' bound and the kernel's buffers.
+    slow_rounds=140,
+)
+
+
+@dataclass
+class Server:
+    name: str
+    command: str
+    cwd: Path
+    python: Path
+    app: bool  # speaks the template's protocol (join, publish); else raw relay
+    env: dict[str, str] = field(default_factory=dict)
+    versions: str = ""
+
+
+# ---------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tree(pid: int) -> list[int]:
+    """pid and its descendants (uvicorn or a shell may stand between)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                stat = (entry / "stat").read_text()
+                ppid = int(stat.rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo += children.get(current, [])
+    return found
+
+
+def rss_bytes(pid: int) -> int:
+    total = 0
+    for each in tree(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{each}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+    return total
+
+
+def machine_busy() -> float:
+    """CPU seconds all processes of the machine have run (user, nice, system).
+
+    Interrupt time is left out: loopback traffic's softirq work is the run's own
+    but is charged to no process.
+    """
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    return sum(int(value) for value in fields[:3]) / os.sysconf("SC_CLK_TCK")
+
+
+def own_seconds() -> float:
+    """CPU seconds of this harness and everything it started, ended ones too."""
+    total = 0.0
+    for each in tree(os.getpid()):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(value) for value in fields[11:15])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+class OtherWork:
+    """How many cores' worth of CPU processes outside this run used meanwhile."""
+
+    def __init__(self) -> None:
+        self.began = (time.monotonic(), machine_busy(), own_seconds())
+
+    def cores(self) -> float:
+        wall, busy, own = self.began
+        other = (machine_busy() - busy) - (own_seconds() - own)
+        return max(0.0, other) / (time.monotonic() - wall)
+
+
+def cpu_seconds(pid: int) -> float:
+    total = 0.0
+    for each in tree(pid):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+async def settled_rss(pid: int) -> int:
+    """RSS once it stops moving: two readings 0.5 s apart within 1 %, or 5 s."""
+    previous = rss_bytes(pid)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.5)  # poll interval
+        current = rss_bytes(pid)
+        if abs(current - previous) <= previous * 0.01:
+            return current
+        previous = current
+    return previous
+
+
+class Process:
+    """A server started as Heroku would start it: its command under bash."""
+
+    def __init__(self, server: Server, port: int, redis_url: str, log: Path) -> None:
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if key not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
+        }
+        env["PATH"] = f"{server.python.parent}{os.pathsep}{env.get('PATH', '')}"
+        env["VIRTUAL_ENV"] = str(server.python.parent.parent)
+        env.update(server.env, PORT=str(port), REDIS_URL=redis_url)
+        self.port = port
+        self.log = log
+        with open(log, "ab") as out:
+            self.popen = subprocess.Popen(
+                ["bash", "-c", server.command],
+                cwd=server.cwd,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    async def ready(self) -> None:
+        """Return once the port accepts connections (Heroku's boot limit: 60 s)."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self.popen.poll() is not None:
+                raise RuntimeError(f"server exited {self.popen.returncode}: {self.log}")
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                writer.close()
+                return
+            await asyncio.sleep(0.1)  # poll interval
+        raise RuntimeError(f"server not listening within 60 s: {self.log}")
+
+    def stop(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(30)  # Heroku's SIGKILL comes 30 s after SIGTERM
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait()
+
+
+class Worker:
+    """One bench/client.py process."""
+
+    def __init__(self, python: Path) -> None:
+        self.python = python
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> Worker:
+        self.proc = await asyncio.create_subprocess_exec(
+            str(self.python),
+            str(CLIENT),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=1 << 24,
+        )
+        return self
+
+    async def call(self, **cmd) -> dict:
+        self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
+        await self.proc.stdin.drain()
+        line = await self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"client process died during {cmd['cmd']}")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise RuntimeError(f"client: {cmd['cmd']}: {answer['error']}")
+        return answer
+
+    async def cpu(self) -> float:
+        return (await self.call(cmd="cpu"))["cpu"]
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.call(cmd="close"), 10)
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        await self.proc.wait()
+
+
+async def workers(python: Path, count: int) -> list[Worker]:
+    return list(await asyncio.gather(*(Worker(python).start() for _ in range(count))))
+
+
+async def busiest(clients: list[Worker], before: list[float], since: float) -> float:
+    """The largest share of a core any of these client processes used since."""
+    after = await asyncio.gather(*(w.cpu() for w in clients))
+    wall = time.monotonic() - since
+    return max((a - b) / wall for a, b in zip(after, before, strict=True))
+
+
+def shares(n: int, parts: int) -> list[int]:
+    return [n // parts + (1 if i < n % parts else 0) for i in range(parts)]
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1)]
+
+
+def histogram_percentile(histogram: dict[int, int], q: float) -> float:
+    """Seconds at quantile q of client.py's 2 %-wide latency buckets (upper edge)."""
+    total = sum(histogram.values())
+    seen = 0
+    for bucket in sorted(histogram):
+        seen += histogram[bucket]
+        if seen >= q * total:
+            return 1.02 ** (bucket + 1) / 1e6
+    return float("nan")
+
+
+# ---------------------------------------------------------------- measurements
+
+
+class Run:
+    def __init__(self, cfg: Config, tools: Path, redis_url: str, logs: Path) -> None:
+        self.cfg = cfg
+        self.tools = tools
+        self.redis_url = redis_url
+        self.logs = logs
+
+    async def start(self, server: Server, label: str, **env) -> Process:
+        log = self.logs / f"{server.name}-{label}.log"
+        log.unlink(missing_ok=True)
+        server_env = Server(**{**asdict(server), "env": {**server.env, **env}})
+        process = Process(server_env, free_port(), self.redis_url, log)
+        try:
+            await process.ready()
+        except BaseException:
+            process.stop()
+            raise
+        return process
+
+    async def connect(
+        self, server: Server, process: Process, receivers: list[Worker], n: int
+    ) -> dict:
+        window = max(1, CONNECT_WINDOW // len(receivers))
+        answers = await asyncio.gather(
+            *(
+                worker.call(
+                    cmd="connect",
+                    host="127.0.0.1",
+                    port=process.port,
+                    path="/ws",
+                    count=count,
+                    window=window,
+                    join=server.app,
+                )
+                for worker, count in zip(
+                    receivers, shares(n, len(receivers)), strict=True
+                )
+            )
+        )
+        failed = sum(answer["failed"] for answer in answers)
+        if failed:
+            failures = [answer["failures"] for answer in answers]
+            raise RuntimeError(f"{failed} of {n} connections failed: {failures}")
+        started = min(answer["started"] for answer in answers)
+        opened = max(answer["opened"] for answer in answers)
+        joined = max(answer["joined"] for answer in answers)
+        return {
+            "connect_seconds": opened - started,
+            "connect_rate": n / (opened - started),
+            "join_seconds": joined - opened,
+        }
+
+    async def rounds(
+        self,
+        server: Server,
+        publisher: Worker,
+        receivers: list[Worker],
+        n: int,
+        count: int,
+        seq0: int,
+        pad: str = "",
+        pause: float = ROUND_PAUSE,
+    ) -> dict:
+        """``count`` broadcasts, one at a time: publish -> last receipt, each."""
+        completions, lost = [], 0
+        for seq in range(seq0, seq0 + count):
+            sent = await publisher.call(cmd="publish", app=server.app, seq=seq, pad=pad)
+            answers = await asyncio.gather(
+                *(
+                    w.call(cmd="await", seq=seq, timeout=ROUND_TIMEOUT)
+                    for w in receivers
+                )
+            )
+            received = sum(answer["count"] for answer in answers)
+            if received < n:
+                lost = n - received
+                break
+            completions.append(max(answer["last"] for answer in answers) - sent["t"])
+            await asyncio.sleep(pause)
+        return {
+            "completions": completions,
+            "p50": percentile(completions, 0.5) if completions else None,
+            "p99": percentile(completions, 0.99) if completions else None,
+            "lost": lost,
+        }
+
+    async def size(self, server: Server, n: int) -> dict:
+        """Connect rate, RSS per idle connection and broadcast completion at N."""
+        # The publisher is connection N + 1: the apps' limit (9,000 by default)
+        # is raised by that one; no other setting changes.
+        limit = {"WS_MAX_CONNECTIONS": str(max(9000, n + 1))}
+        process = await self.start(server, f"n{n}", **limit)
+        k = max(2, math.ceil(n / PER_CLIENT_PROCESS))
+        publisher, *receivers = await workers(self.tools, 1 + k)
+        try:
+            await publisher.call(
+                cmd="connect",
+                publisher=True,
+                host="127.0.0.1",
+                port=process.port,
+                path="/ws",
+            )
+            # Warm-up: the first publish imports and allocates what every later one
+            # reuses, so it is not counted per connection below.
+            await publisher.call(cmd="publish", app=server.app, seq=-1, pad="")
+            rss_before = await settled_rss(process.pid)
+            cpu = await asyncio.gather(*(w.cpu() for w in receivers))
+            began = time.monotonic()
+            result = await self.connect(server, process, receivers, n)
+            result["connect_client_cpu_max"] = await busiest(receivers, cpu, began)
+            rss_idle = await settled_rss(process.pid)
+            server_cpu = cpu_seconds(process.pid)
+            client_cpu = await asyncio.gather(*(w.cpu() for w in receivers))
+            began = time.monotonic()
+            result.update(
+                await self.rounds(server, publisher, receivers, n, self.cfg.rounds, 0)
+            )
+            wall = time.monotonic() - began
+            client_cpu = [
+                (after - before) / wall
+                for before, after in zip(
+                    client_cpu,
+                    await asyncio.gather(*(w.cpu() for w in receivers)),
+                    strict=True,
+                )
+            ]
+            result.update(
+                n=n,
+                client_processes=k,
+                rss_before=rss_before,
+                rss_idle=rss_idle,
+                rss_per_connection=(rss_idle - rss_before) / n,
+                rss_after_rounds=rss_bytes(process.pid),
+                server_cpu=(cpu_seconds(process.pid) - server_cpu) / wall,
+                client_cpu_max=max(client_cpu),
+                client_cpu_total=sum(client_cpu),
+                load=os.getloadavg()[0],
+            )
+            return result
+        finally:
+            await asyncio.gather(*(w.close() for w in (publisher, *receivers)))
+            process.stop()
+
+    async def e2e(self, server: Server) -> dict:
+        """A publisher on one process, receivers on another, at rising steady rates.
+
+        LIMIT has no broker, so its publisher and receivers share its one process.
+        """
+        cfg = self.cfg
+        origin = await self.start(server, "e2e-publisher", **FAST)
+        target = origin
+        if server.name != "LIMIT":
+            target = await self.start(server, "e2e-receivers")
+        m = cfg.e2e_receivers
+        # Two receiving processes at least: at the top rates one would near a core.
+        k = max(2, math.ceil(m / PER_CLIENT_PROCESS))
+        publisher, *receivers = await workers(self.tools, 1 + k)
+        steps: list[dict] = []
+        try:
+            await publisher.call(
+                cmd="connect",
+                publisher=True,
+                host="127.0.0.1",
+                port=origin.port,
+                path="/ws",
+            )
+            await self.connect(server, target, receivers, m)
+            rate, seq = cfg.e2e_start_rate, 1_000_000
+            for _ in range(cfg.e2e_steps):
+                await asyncio.gather(*(w.call(cmd="histogram") for w in receivers))
+                cpu = await asyncio.gather(*(w.cpu() for w in receivers))
+                server_cpu = cpu_seconds(target.pid)
+                began = time.monotonic()
+                sent = await publisher.call(
+                    cmd="rate",
+                    app=server.app,
+                    rate=rate,
+                    seconds=cfg.e2e_step_seconds,
+                    seq=seq,
+                )
+                expected = sent["sent"] * m
+                deadline = time.monotonic() + DRAIN_TIMEOUT
+                while True:
+                    got = await asyncio.gather(
+                        *(
+                            w.call(cmd="received", lo=seq, hi=seq + sent["sent"])
+                            for w in receivers
+                        )
+                    )
+                    count = sum(answer["count"] for answer in got)
+                    if count >= expected or time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(0.1)  # poll interval
+                histogram: dict[int, int] = {}
+                for answer in await asyncio.gather(
+                    *(w.call(cmd="histogram") for w in receivers)
+                ):
+                    for bucket, hits in answer["histogram"].items():
+                        histogram[int(bucket)] = histogram.get(int(bucket), 0) + hits
+                last = max(answer["last"] for answer in got)
+                client_cpu = await busiest(receivers, cpu, began)
+                server_cpu = (cpu_seconds(target.pid) - server_cpu) / (
+                    time.monotonic() - began
+                )
+                p99 = histogram_percentile(histogram, 0.99) if histogram else math.inf
+                steps.append(
+                    {
+                        "publish_rate": rate,
+                        "sent": sent["sent"],
+                        "publish_seconds": sent["ended"] - sent["started"],
+                        "expected": expected,
+                        "delivered": count,
+                        "delivered_per_second": count
+                        / max(last - sent["started"], 1e-9),
+                        "p50": histogram_percentile(histogram, 0.5)
+                        if histogram
+                        else None,
+                        "p99": p99,
+                        "load": os.getloadavg()[0],
+                        "client_cpu_max": client_cpu,
+                        "server_cpu": server_cpu,
+                    }
+                )
+                seq += sent["sent"]
+                if p99 <= E2E_P99_LIMIT and count == expected:
+                    rate *= cfg.e2e_factor
+                elif any(s["p99"] <= E2E_P99_LIMIT for s in steps) or rate < 1:
+                    break  # past the best rate, or no rate of 1/s or more keeps up
+                else:  # too fast from the start: step down to find the range
+                    rate /= E2E_STEP_DOWN
+        finally:
+            await asyncio.gather(*(w.close() for w in (publisher, *receivers)))
+            origin.stop()
+            if target is not origin:
+                target.stop()
+        within = [
+            step
+            for step in steps
+            if step["p99"] <= E2E_P99_LIMIT and step["delivered"] == step["expected"]
+        ]
+        best = max(within, key=lambda step: step["delivered_per_second"], default=None)
+        return {
+            "receivers": m,
+            "steps": steps,
+            "max_delivered_per_second": best and best["delivered_per_second"],
+            "at_best": best,
+            "processes": 1 if server.name == "LIMIT" else 2,
+        }
+
+    async def slow(self, server: Server) -> dict:
+        """Broadcasts with a client that reads nothing: memory, and the others."""
+        cfg = self.cfg
+        n = cfg.slow_receivers
+        pad = "x" * cfg.slow_pad
+        process = await self.start(server, "slow", **FAST)
+        publisher, receiver, slow = await workers(self.tools, 3)
+        try:
+            await publisher.call(
+                cmd="connect",
+                publisher=True,
+                host="127.0.0.1",
+                port=process.port,
+                path="/ws",
+            )
+            await self.connect(server, process, [receiver], n)
+            before = await self.rounds(
+                server,
+                publisher,
+                [receiver],
+                n,
+                cfg.slow_rounds_before,
+                0,
+                pad,
+                SLOW_ROUND_PAUSE,
+            )
+            await slow.call(
+                cmd="slow",
+                host="127.0.0.1",
+                port=process.port,
+                path="/ws",
+                join=server.app,
+                rcvbuf=SLOW_RCVBUF,
+            )
+            rss_start = rss_bytes(process.pid)
+            series, completions, lost = [], [], 0
+            seq = cfg.slow_rounds_before
+            chunk = max(1, cfg.slow_rounds // 10)  # ten RSS readings
+            while seq < cfg.slow_rounds_before + cfg.slow_rounds:
+                part = await self.rounds(
+                    server, publisher, [receiver], n, chunk, seq, pad, SLOW_ROUND_PAUSE
+                )
+                completions += part["completions"]
+                lost += part["lost"]
+                seq += chunk
+                series.append(rss_bytes(process.pid))
+                if part["lost"]:
+                    break
+            fate = await slow.call(cmd="slow_check")
+            p50 = percentile(completions, 0.5) if completions else None
+            return {
+                "receivers": n,
+                "pad": cfg.slow_pad,
+                "rcvbuf": SLOW_RCVBUF,
+                "sent_to_slow": cfg.slow_rounds * cfg.slow_pad,
+                "p50_without": before["p50"],
+                "p50_with": p50,
+                "ratio": p50 / before["p50"] if p50 and before["p50"] else None,
+                "lost": lost,
+                "rss_start": rss_start,
+                "rss_series": series,
+                "rss_growth": max(series) - rss_start if series else None,
+                "slow_closed": fate["closed"],
+                "slow_close_code": fate["code"],
+                "slow_bytes_received": fate["bytes"],
+            }
+        finally:
+            await asyncio.gather(*(w.close() for w in (publisher, receiver, slow)))
+            process.stop()
+
+
+# ---------------------------------------------------------------- setup
+
+
+def bake(framework: str, tools: Path) -> Server:
+    """Bake the variant with the template's defaults and install its venv."""
+    out = BUILD / "bakes" / framework
+    shutil.rmtree(out, ignore_errors=True)
+    cookiecutter = tools.parent / "cookiecutter"
+    subprocess.run(
+        [
+            cookiecutter,
+            "--no-input",
+            "--default-config",
+            "-o",
+            out,
+            ROOT,
+            f"framework={framework}",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (project,) = out.iterdir()
+    # requirements-dev.txt, as the bake suite installs it: its venv is reused.
+    python = cached_venv(project / "requirements-dev.txt")
+    command = next(
+        line.removeprefix("web:").strip()
+        for line in (project / "Procfile").read_text().splitlines()
+        if line.startswith("web:")
+    )
+    # One app process however the dyno is sized; every other setting default.
+    env = {"WEB_CONCURRENCY": "1"}
+    return Server(framework, command, project, python, app=True, env=env)
+
+
+def references() -> list[Server]:
+    uvicorn = (
+        "uvicorn {} --host 127.0.0.1 --port $PORT --ws websockets-sansio "
+        "--ws-per-message-deflate false --no-access-log --log-level warning"
+    )
+    refs = BENCH / "refs"
+    req = BENCH / "requirements"
+    return [
+        Server("LIMIT", "python limit.py", refs, cached_venv(req / "limit.txt"), False),
+        Server(
+            "PEER",
+            uvicorn.format("peer:app"),
+            refs,
+            cached_venv(req / "peer.txt"),
+            False,
+        ),
+        Server(
+            "PEER-DJANGO",
+            uvicorn.format("peer_django:application"),
+            refs,
+            cached_venv(req / "peer-django.txt"),
+            False,
+        ),
+    ]
+
+
+KEY_PACKAGES = (
+    "websockets",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "aiohttp",
+    "django",
+    "channels",
+    "channels-redis",
+    "broadcaster",
+    "redis",
+    "hiredis",
+    "uvloop",
+)
+
+
+def versions(python: Path) -> str:
+    code = (
+        "import importlib.metadata as m, sys\n"
+        f"names = {KEY_PACKAGES!r}\n"
+        "found = []\n"
+        "for name in names:\n"
+        "    try: found.append(f'{name} {m.version(name)}')\n"
+        "    except m.PackageNotFoundError: pass\n"
+        "print(', '.join(found))\n"
+    )
+    return subprocess.run(
+        [python, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+@contextlib.contextmanager
+def redis_server(logs: Path):
+    binary = shutil.which("redis-server")
+    if binary is None:
+        sys.exit("bench: redis-server is missing: apt-get install -y redis-server")
+    port = free_port()
+    command = [binary, "--bind", "127.0.0.1", "--port", str(port)]
+    # No persistence: pub/sub keeps nothing, and a fork for a save would skew a run.
+    command += ["--save", "", "--appendonly", "no"]
+    with open(logs / "redis.log", "wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 10  # it starts in milliseconds
+        while not listening(port):
+            if time.monotonic() > deadline or process.poll() is not None:
+                sys.exit(f"bench: redis-server did not start: {logs / 'redis.log'}")
+            time.sleep(0.05)  # poll interval
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def machine() -> dict:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    memory = next(
+        int(line.split()[1]) * 1024
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal:")
+    )
+    redis = subprocess.run(
+        ["redis-server", "--version"], capture_output=True, text=True
+    ).stdout.split()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory": memory,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "redis": next((w.split("=")[1] for w in redis if w.startswith("v=")), "?"),
+    }
+
+
+async def measure(cfg: Config, servers: list[Server], tools: Path, args) -> dict:
+    logs = BUILD / ("quick-logs" if args.quick else "logs")
+    logs.mkdir(parents=True, exist_ok=True)
+    results: dict = {}
+    with redis_server(logs) as redis_url:
+        run = Run(cfg, tools, redis_url, logs)
+        for server in servers:
+            other = OtherWork()
+            entry = results[server.name] = {
+                "versions": server.versions,
+                "load_at_start": os.getloadavg()[0],
+                "sizes": {},
+            }
+            for n in cfg.sizes if "sizes" in args.phases else ():
+                print(f"bench: {server.name} N={n}", flush=True)
+                entry["sizes"][str(n)] = await run.size(server, n)
+            if "e2e" in args.phases:
+                print(f"bench: {server.name} end-to-end", flush=True)
+                entry["e2e"] = await run.e2e(server)
+            if "slow" in args.phases:
+                print(f"bench: {server.name} slow client", flush=True)
+                entry["slow"] = await run.slow(server)
+            entry["other_work_cores"] = other.cores()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="the smoke lane")
+    parser.add_argument("--out", type=Path, help="where the .md and .png go")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        help=f"a subset of {', '.join(FRAMEWORKS + REFERENCES)}",
+    )
+    parser.add_argument(
+        "--phases",
+        nargs="+",
+        choices=PHASES,
+        default=PHASES,
+        help="a subset of the measurements (for working on the harness)",
+    )
+    parser.add_argument(
+        "--sizes", nargs="+", type=int, help="connection counts instead of the lane's"
+    )
+    args = parser.parse_args()
+    cfg = QUICK if args.quick else FULL
+    if args.sizes:
+        cfg = Config(**{**asdict(cfg), "sizes": tuple(args.sizes)})
+    out = args.out or (BUILD / "quick" if args.quick else ROOT / "docs")
+    tools = Path(sys.executable)
+    started = time.monotonic()
+    names = args.only or list(FRAMEWORKS + REFERENCES)
+    servers = [bake(name, tools) for name in FRAMEWORKS if name in names]
+    servers += [ref for ref in references() if ref.name in names]
+    for server in servers:
+        server.versions = versions(server.python)
+    command = "python3 bench/run.py" + "".join(f" {arg}" for arg in sys.argv[1:])
+    meta = {
+        "command": command,
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+        "machine": machine(),
+        "config": asdict(cfg),
+        "load_before": os.getloadavg()[0],
+        "per_client_process": PER_CLIENT_PROCESS,
+        "connect_window": CONNECT_WINDOW,
+        "round_pause": ROUND_PAUSE,
+        "fast": FAST,
+    }
+    results = asyncio.run(measure(cfg, servers, tools, args))
+    meta["seconds"] = time.monotonic() - started
+    meta["load_after"] = os.getloadavg()[0]
+    data = {"meta": meta, "results": results}
+    out.mkdir(parents=True, exist_ok=True)
+    raw = BUILD / ("quick.json" if args.quick else "results.json")
+    raw.write_text(json.dumps(data, indent=1))
+    report.write(data, out)
+    print(f"bench: {raw}, {out / 'benchmarks.md'} and .png in {meta['seconds']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,430 @@
+"""docs/benchmarks.md and its chart, from the harness's results (every number)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+FRAMEWORKS = ("websockets", "fastapi", "aiohttp", "django")
+REFERENCES = ("LIMIT", "PEER", "PEER-DJANGO")
+KIB, MIB = 1024, 1024 * 1024
+# The issue's targets.
+DYNO_BYTES = 512 * MIB  # a Standard-1X dyno
+WEBSOCKETS_KIB = 16
+CLIENT_BOUND = 0.85  # as in harness.py
+# Other processes' average CPU (cores) during a server's runs worth a caveat.
+OTHER_WORK = 0.1
+
+
+def write(data: dict, out: Path) -> None:
+    results = data["results"]
+    (out / "benchmarks.md").write_text(markdown(data))
+    chart(results, out / "benchmarks.png")
+
+
+def ms(seconds: float | None) -> str:
+    return "—" if seconds is None else f"{seconds * 1000:,.1f}"
+
+
+def cpu(share: float | None, client: bool = False) -> str:
+    """A share of one core; a client process's is flagged when it may set the pace."""
+    if share is None:
+        return "—"
+    return f"{share:.0%}" + (" ⚠" if client and share > CLIENT_BOUND else "")
+
+
+def ratio(value: float | None, reference: float | None) -> str:
+    if not value or not reference:
+        return "—"
+    return f"{value / reference:.2f}×"
+
+
+def names(results: dict) -> list[str]:
+    return [name for name in FRAMEWORKS + REFERENCES if name in results]
+
+
+def sizes(results: dict) -> list[str]:
+    found = {n for entry in results.values() for n in entry["sizes"]}
+    return sorted(found, key=int)
+
+
+def size_table(results: dict, n: str) -> list[str]:
+    rows = [
+        f"### N = {int(n):,}",
+        "",
+        "Completion: publish → the last of N clients has the message, over "
+        "the rounds. Ratios are this row's p50 completion over the reference's "
+        "(below 1: faster). RSS: the server process after N idle connections; per "
+        "connection: (RSS then − RSS before connecting) / N. CPU: share of one "
+        "core during the rounds (server; busiest client process).",
+        "",
+        "| server | connect (conn/s) | completion p50 (ms) | p99 (ms) | ×LIMIT "
+        "| ×PEER | ×PEER-DJANGO | RSS/conn (KiB) | RSS at N (MB) | server CPU "
+        "| client CPU | rounds |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    refs = {
+        ref: results[ref]["sizes"].get(n, {}).get("p50")
+        for ref in REFERENCES
+        if ref in results
+    }
+    for name in names(results):
+        row = results[name]["sizes"].get(n)
+        if row is None:
+            continue
+        bound = " ⚠" if row["client_cpu_max"] > CLIENT_BOUND else ""
+        rounds = len(row["completions"])
+        lost = f" ({row['lost']} lost)" if row["lost"] else ""
+        rows.append(
+            f"| {name} | {row['connect_rate']:,.0f} | {ms(row['p50'])} "
+            f"| {ms(row['p99'])} | {ratio(row['p50'], refs.get('LIMIT'))} "
+            f"| {ratio(row['p50'], refs.get('PEER'))} "
+            f"| {ratio(row['p50'], refs.get('PEER-DJANGO'))} "
+            f"| {row['rss_per_connection'] / KIB:.1f} "
+            f"| {row['rss_idle'] / MIB:,.0f} | {row['server_cpu']:.0%} "
+            f"| {row['client_cpu_max']:.0%}{bound} | {rounds}{lost} |"
+        )
+    return rows
+
+
+def memory_table(results: dict) -> list[str]:
+    n = max(sizes(results), key=int)
+    rows = [
+        f"### Memory per idle connection at N = {int(n):,}, as ratios",
+        "",
+        "This row's RSS per idle connection over the reference's (below 1: less).",
+        "",
+        "| server | RSS/conn (KiB) | ×LIMIT | ×PEER | ×PEER-DJANGO |",
+        "|---|---:|---:|---:|---:|",
+    ]
+
+    def per(name: str) -> float | None:
+        row = results.get(name, {}).get("sizes", {}).get(n)
+        return row and row["rss_per_connection"]
+
+    for name in names(results):
+        mine = per(name)
+        if mine is None:
+            continue
+        rows.append(
+            f"| {name} | {mine / KIB:.1f} | {ratio(mine, per('LIMIT'))} "
+            f"| {ratio(mine, per('PEER'))} | {ratio(mine, per('PEER-DJANGO'))} |"
+        )
+    return rows
+
+
+def e2e_table(results: dict) -> list[str]:
+    rows = [
+        "## End-to-end latency through Redis",
+        "",
+        "A publisher connected to one server process publishes at a steady rate; "
+        "the receivers are connected to a second process of the same server "
+        "sharing the Redis (LIMIT has no broker: one process). The rate rises "
+        "step by step until p99 passes 1 s or a message is missing. Max delivered: "
+        "the highest rate of message deliveries to clients with p99 within 1 s; "
+        "ratios are this row's over the reference's (above 1: more).",
+        "",
+        "| server | processes | receivers | max delivered (msg/s) | publishes/s "
+        "| p50 (ms) | p99 (ms) | ×LIMIT | ×PEER | ×PEER-DJANGO | receiving server CPU "
+        "| client CPU | steps |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    refs = {
+        ref: results[ref]["e2e"]["max_delivered_per_second"]
+        for ref in REFERENCES
+        if ref in results and "e2e" in results[ref]
+    }
+    for name in names(results):
+        e2e = results[name].get("e2e")
+        if e2e is None:
+            continue
+        best = e2e["at_best"] or {}
+        top = e2e["max_delivered_per_second"]
+        rows.append(
+            f"| {name} | {e2e['processes']} | {e2e['receivers']:,} "
+            f"| {top or 0:,.0f} | {best.get('publish_rate', 0):,.0f} "
+            f"| {ms(best.get('p50'))} | {ms(best.get('p99'))} "
+            f"| {ratio(top, refs.get('LIMIT'))} | {ratio(top, refs.get('PEER'))} "
+            f"| {ratio(top, refs.get('PEER-DJANGO'))} "
+            f"| {cpu(best.get('server_cpu'))} "
+            f"| {cpu(best.get('client_cpu_max'), client=True)} "
+            f"| {len(e2e['steps'])} |"
+        )
+    return rows
+
+
+def slow_table(results: dict) -> list[str]:
+    any_slow = next((r["slow"] for r in results.values() if "slow" in r), None)
+    if any_slow is None:
+        return []
+    rows = [
+        "## A slow client",
+        "",
+        f"{any_slow['receivers']:,} clients read everything; one more joins, sets "
+        f"a {any_slow['rcvbuf'] // KIB} KiB receive buffer and reads nothing while "
+        f"{any_slow['sent_to_slow'] / MIB:.1f} MiB of "
+        f"{any_slow['pad'] // KIB} KiB messages is broadcast. Ratio: the others' "
+        "p50 completion with the slow client over without it (the target is 2×). "
+        "RSS growth: the most the server's RSS rose above its level when the slow "
+        "client joined. Then the slow client reads again: was it closed?",
+        "",
+        "| server | p50 without (ms) | p50 with (ms) | ratio | RSS growth (MB) "
+        "| slow client |",
+        "|---|---:|---:|---:|---:|---|",
+    ]
+    for name in names(results):
+        slow = results[name].get("slow")
+        if slow is None:
+            continue
+        fate = "still open"
+        if slow["slow_closed"]:
+            code = slow["slow_close_code"]
+            fate = f"closed, code {code}" if code else "dropped (no close frame)"
+        growth = slow["rss_growth"]
+        growth_mb = "—" if growth is None else f"{growth / MIB:.1f}"
+        rows.append(
+            f"| {name} | {ms(slow['p50_without'])} | {ms(slow['p50_with'])} "
+            f"| {ratio(slow['p50_with'], slow['p50_without'])} | {growth_mb} "
+            f"| {fate} |"
+        )
+    return rows
+
+
+def p50(results: dict, name: str, n: str) -> float | None:
+    return results.get(name, {}).get("sizes", {}).get(n, {}).get("p50")
+
+
+def targets(results: dict) -> list[str]:
+    rows = ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
+
+    def add(target: str, measured: str, met: bool | None) -> None:
+        mark = "not measured" if met is None else ("yes" if met else "**no**")
+        rows.append(f"| {target} | {measured} | {mark} |")
+
+    big = [n for n in ("5000", "9000") if n in sizes(results)]
+
+    def versus(name: str, ref: str, bound: float, label: str) -> None:
+        measured, met = [], None if not big else True
+        for n in big:
+            mine, theirs = p50(results, name, n), p50(results, ref, n)
+            if mine is None or theirs is None:
+                met = None
+                continue
+            measured.append(f"N={int(n):,}: {mine / theirs:.3f}×")
+            met = met and mine <= bound * theirs
+        add(label, "; ".join(measured) or "—", met if measured else None)
+
+    versus("websockets", "LIMIT", 1.2, "websockets: completion within 1.2× LIMIT")
+    row = results.get("websockets", {}).get("sizes", {})
+    per = [row[n]["rss_per_connection"] / KIB for n in sizes(results) if n in row]
+    add(
+        f"websockets: ≤ {WEBSOCKETS_KIB} KiB RSS per idle connection",
+        ", ".join(f"{value:.1f} KiB" for value in per) or "—",
+        all(value <= WEBSOCKETS_KIB for value in per) if per else None,
+    )
+    versus("aiohttp", "LIMIT", 1.5, "aiohttp: completion within 1.5× LIMIT")
+    versus("fastapi", "PEER", 1.0, "fastapi: completion no slower than PEER")
+    fast, peer = results.get("fastapi", {}), results.get("PEER", {})
+    pairs = [
+        (fast["sizes"][n]["rss_per_connection"], peer["sizes"][n]["rss_per_connection"])
+        for n in sizes(results)
+        if n in fast.get("sizes", {}) and n in peer.get("sizes", {})
+    ]
+    add(
+        "fastapi: memory per connection ≤ PEER's",
+        "; ".join(f"{a / KIB:.1f} vs {b / KIB:.1f} KiB" for a, b in pairs) or "—",
+        all(a <= b for a, b in pairs) if pairs else None,
+    )
+    measured, met = [], None
+    for n in big:
+        mine, theirs = p50(results, "django", n), p50(results, "PEER-DJANGO", n)
+        if mine and theirs:
+            measured.append(f"N={int(n):,}: {theirs / mine:.1f}× faster")
+            met = (met is not False) and theirs >= 10 * mine
+    add("django: ≥ 10× faster than PEER-DJANGO", "; ".join(measured) or "—", met)
+    for name in FRAMEWORKS:
+        entry = results.get(name)
+        if entry is None:
+            continue
+        at = entry["sizes"].get("9000")
+        add(
+            f"{name}: 9,000 idle connections within 512 MB",
+            f"{at['rss_idle'] / MIB:,.0f} MB" if at else "—",
+            at["rss_idle"] <= DYNO_BYTES if at else None,
+        )
+        slow = entry.get("slow")
+        if slow:
+            closed = slow["slow_closed"]
+            within = slow["ratio"] is not None and slow["ratio"] <= 2
+            add(
+                f"{name}: slow client: others within 2×, memory bounded",
+                f"{slow['ratio'] or 0:.2f}×, +{(slow['rss_growth'] or 0) / MIB:.1f} MB,"
+                f" slow client {'closed' if closed else 'still open'}",
+                within and closed,
+            )
+    return rows
+
+
+def notes(data: dict) -> list[str]:
+    results = data["results"]
+    bound = [
+        f"{name} at N={int(n):,} ({row['client_cpu_max']:.0%} of a core)"
+        for name in names(results)
+        for n, row in results[name]["sizes"].items()
+        if row["client_cpu_max"] > CLIENT_BOUND
+    ]
+    bound += [
+        f"{name} connecting N={int(n):,} ({row['connect_client_cpu_max']:.0%})"
+        for name in names(results)
+        for n, row in results[name]["sizes"].items()
+        if row["connect_client_cpu_max"] > CLIENT_BOUND
+    ]
+    bound += [
+        f"{name} end-to-end at {step['publish_rate']:,.0f} publishes/s "
+        f"({step['client_cpu_max']:.0%})"
+        for name in names(results)
+        for step in results[name].get("e2e", {}).get("steps", [])
+        if step["client_cpu_max"] > CLIENT_BOUND
+    ]
+    loaded = [
+        f"{name} ({results[name]['other_work_cores']:.2f})"
+        for name in names(results)
+        if results[name].get("other_work_cores", 0) >= OTHER_WORK
+    ]
+    rows = ["## Caveats from this run", ""]
+    if bound:
+        rows.append(
+            f"- Client processes over {CLIENT_BOUND:.0%} of a core (⚠ above; the "
+            "clients, not the server, may have set the pace there): "
+            + ", ".join(bound)
+            + "."
+        )
+    else:
+        rows.append(
+            f"- No client process passed {CLIENT_BOUND:.0%} of a core while "
+            "connecting, in the rounds or at any end-to-end step: the servers set "
+            "the pace."
+        )
+    if loaded:
+        rows.append(
+            "- Processes outside this run used the machine's CPU while these "
+            f"servers were measured (cores' worth on average, ≥ {OTHER_WORK}), so "
+            "their figures may be slower than an idle machine's: "
+            + ", ".join(loaded)
+            + "."
+        )
+    else:
+        rows.append(
+            "- Processes outside this run used less than "
+            f"{OTHER_WORK} of a core on average while each server was measured."
+        )
+    return rows
+
+
+def markdown(data: dict) -> str:
+    meta, results = data["meta"], data["results"]
+    box = meta["machine"]
+    cfg = meta["config"]
+    lines = [
+        "# Benchmarks: fan-out speed and memory per connection",
+        "",
+        "Written by the command below; every number here comes from its run. "
+        "Rerun it to refresh this page and `benchmarks.png`.",
+        "",
+        "```sh",
+        meta["command"],
+        "```",
+        "",
+        f"- Run: {meta['date']}, {meta['seconds'] / 60:.1f} minutes; 1-minute load "
+        f"average {meta['load_before']:.2f} before, {meta['load_after']:.2f} after.",
+        f"- Machine: {box['cpu']}, {box['cores']} cores, "
+        f"{box['memory'] / 1024**3:.0f} GiB, Linux {box['kernel']}, "
+        f"Python {box['python']}, redis-server {box['redis']} on loopback.",
+        f"- Sizes N: {', '.join(f'{n:,}' for n in cfg['sizes'])}; "
+        f"{cfg['rounds']} broadcast rounds each, one at a time with "
+        f"{meta['round_pause'] * 1000:.0f} ms between them; chat-sized messages (a "
+        "sequence number and a timestamp); compression off everywhere; one server "
+        "process (WEB_CONCURRENCY=1), started fresh for each server and size; "
+        "every other setting at its default.",
+        "- Clients: bench/client.py processes (uvloop, WebSocket by hand), at most "
+        f"{meta['per_client_process']:,} sockets each, at most "
+        f"{meta['connect_window']} handshakes in flight in all; their CPU is "
+        f"measured. They share the {box['cores']} cores with the servers and "
+        "Redis.",
+        "- App settings changed from the defaults: WS_MAX_CONNECTIONS is N + 1 "
+        "when N reaches the default (the publisher is one more connection); the "
+        "publishing process of the end-to-end and slow-client runs gets "
+        + ", ".join(f"{key}={value}" for key, value in meta["fast"].items())
+        + " (a benchmark publishes faster than a person).",
+        "",
+        "| server | what it is | versions |",
+        "|---|---|---|",
+    ]
+    what = {
+        "websockets": "the template's websockets variant, from its Procfile",
+        "fastapi": "the template's fastapi variant, from its Procfile",
+        "aiohttp": "the template's aiohttp variant, from its Procfile",
+        "django": "the template's django variant, from its Procfile",
+        "LIMIT": "bare websockets `broadcast()`, no Redis, no JSON",
+        "PEER": "Starlette + broadcaster (Redis), its README's chat app, uvicorn",
+        "PEER-DJANGO": "Channels + channels_redis RedisPubSubChannelLayer, uvicorn",
+    }
+    for name in names(results):
+        lines.append(f"| {name} | {what[name]} | {results[name]['versions']} |")
+    lines += ["", "![completion and memory](benchmarks.png)", ""]
+    lines += ["## Broadcast to N clients on one process", ""]
+    for n in sizes(results):
+        lines += size_table(results, n) + [""]
+    if sizes(results):
+        lines += memory_table(results) + [""]
+    lines += e2e_table(results) + [""]
+    lines += slow_table(results) + [""]
+    lines += targets(results) + [""]
+    lines += notes(data) + [""]
+    return "\n".join(lines)
+
+
+def chart(results: dict, path: Path) -> None:
+    if not sizes(results):
+        return  # a run of other phases only: nothing to draw
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")  # no display: write the file only
+    from matplotlib import pyplot
+
+    figure, (left, right) = pyplot.subplots(1, 2, figsize=(11, 4.2))
+    for name in names(results):
+        points = [
+            (int(n), row["p50"] * 1000)
+            for n, row in sorted(
+                results[name]["sizes"].items(), key=lambda i: int(i[0])
+            )
+            if row["p50"]
+        ]
+        if points:
+            style = "--" if name in REFERENCES else "-"
+            left.plot(*zip(*points, strict=True), style, marker="o", label=name)
+    left.set_xlabel("connections N")
+    left.set_ylabel("broadcast completion p50 (ms)")
+    left.set_yscale("log")
+    left.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    left.set_title("publish → last receipt")
+    left.grid(True, which="both", alpha=0.3)
+    left.legend(fontsize=8)
+    largest = max(sizes(results), key=int)
+    labels = [name for name in names(results) if largest in results[name]["sizes"]]
+    values = [
+        results[name]["sizes"][largest]["rss_per_connection"] / KIB for name in labels
+    ]
+    colors = ["tab:gray" if name in REFERENCES else "tab:blue" for name in labels]
+    right.bar(labels, values, color=colors)
+    right.set_ylabel("RSS per idle connection (KiB)")
+    right.set_title(f"memory at N = {int(largest):,}")
+    right.tick_params(axis="x", rotation=30)
+    for index, value in enumerate(values):
+        if not math.isnan(value):
+            right.annotate(f"{value:.1f}", (index, value), ha="center", va="bottom")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    pyplot.close(figure)
