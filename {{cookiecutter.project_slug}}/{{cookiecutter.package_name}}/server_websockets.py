@@ -123,32 +123,33 @@ class Server:
             self.app.release()
 
     async def handler(self, ws: ServerConnection) -> None:
+        # One coroutine per connection for the whole conversation: each one more
+        # would hold a frame for every idle connection.
         try:
             if urlsplit(ws.request.path).path == self.settings.echo_path:
                 await self._echo(ws)
-            else:
-                await self._converse(ws)
+                return
+            session = self.app.session(Sink(ws))
+            log.debug("connection opened from %s", ws.remote_address)
+            try:
+                async for frame in ws:
+                    if not isinstance(frame, str):
+                        await ws.close(
+                            UNSUPPORTED_DATA, "binary frames are not accepted"
+                        )
+                        break
+                    await session.handle(frame)
+            except ConnectionClosed:
+                pass  # invalid UTF-8 (1007) and oversized frames (1009) end up here
+            except Exception:
+                log.exception("connection failed; closing it with 1011")
+                await ws.close(INTERNAL_ERROR, "unexpected server error")
+            finally:
+                await session.end()
+                log.debug("connection closed: %s", ws.close_code)
         finally:
             self._admitted.discard(ws)
             self.app.release()
-
-    async def _converse(self, ws: ServerConnection) -> None:
-        session = self.app.session(Sink(ws))
-        log.debug("connection opened from %s", ws.remote_address)
-        try:
-            async for frame in ws:
-                if not isinstance(frame, str):
-                    await ws.close(UNSUPPORTED_DATA, "binary frames are not accepted")
-                    break
-                await session.handle(frame)
-        except ConnectionClosed:
-            pass  # invalid UTF-8 (1007) and oversized frames (1009) end up here too
-        except Exception:
-            log.exception("connection failed; closing it with 1011")
-            await ws.close(INTERNAL_ERROR, "unexpected server error")
-        finally:
-            await session.end()
-            log.debug("connection closed: %s", ws.close_code)
 
     async def _echo(self, ws: ServerConnection) -> None:
         """Every frame back as it came: for protocol conformance tests only."""
