@@ -1,7 +1,7 @@
 """The server, on aiohttp.web: the only module that knows the framework.
 
 It adapts aiohttp to the app's path, socket -> session -> hub -> broker, and back
-through each connection's queued sink. Run it as the Procfile does:
+through each connection's sink. Run it as the Procfile does:
 ``python -m {{ cookiecutter.package_name }}.server``.
 
 aiohttp has no multi-process server of its own, so this is one process on one
@@ -22,7 +22,7 @@ from aiohttp import WSCloseCode, WSMsgType, hdrs, web
 from .app import App
 from .logs import configure
 from .settings import ROUTER_IDLE_SECONDS, Settings, load
-from .sink import CLOSE_TIMEOUT, QueuedSink
+from .sink import CLOSE_TIMEOUT, FrameSink, QueuedSink
 from .web import NOT_FOUND
 
 # Named for the module, also when run as __main__ by the Procfile.
@@ -78,14 +78,27 @@ class WebSocket(web.WebSocketResponse):
         self._pong_heartbeat = settings.ping_timeout
 
 
-def queued_sink(ws: WebSocket, transport: asyncio.Transport) -> QueuedSink:
-    """The connection's outbound side: aiohttp's send is a coroutine, so frames
-    wait in a queue that one writer task sends in order; fan-out never waits."""
+def outbound(
+    ws: WebSocket, transport: asyncio.Transport, compression: bool
+) -> tuple[FrameSink | QueuedSink, asyncio.Task[None] | None]:
+    """The connection's outbound side, and the writer task it needs, if any."""
 
     async def close(code: int, reason: str) -> None:
         await ws.close(code=code, message=reason.encode())
 
-    return QueuedSink(ws.send_str, close, transport.abort)
+    if not compression:
+        # Uncompressed, aiohttp writes a frame synchronously; its send_str is a
+        # coroutine only for compression and flow control, which the app does
+        # itself (WS_MAX_PENDING_BYTES). No writer task per connection: fan-out
+        # is one call per member. The writer is aiohttp's (pinned: 3.14.5).
+        writer = ws._writer
+
+        def write_text(data: bytes) -> None:
+            writer._write_websocket_frame(data, WSMsgType.TEXT, 0)
+
+        return FrameSink(write_text, transport, close), None
+    sink = QueuedSink(ws.send_str, close, transport.abort)
+    return sink, asyncio.create_task(_write(sink))
 
 
 async def _write(sink: QueuedSink) -> None:
@@ -96,7 +109,7 @@ async def _write(sink: QueuedSink) -> None:
 
 
 # What runs on an accepted WebSocket: the app's protocol, or the echo.
-Conversation = Callable[[WebSocket, QueuedSink], Awaitable[None]]
+Conversation = Callable[[WebSocket, FrameSink | QueuedSink], Awaitable[None]]
 
 
 def _response(
@@ -121,7 +134,8 @@ class Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.app = App(settings)
-        self._open: set[QueuedSink] = set()  # every open WebSocket, to close on SIGTERM
+        # Every open WebSocket's sink, to close on SIGTERM.
+        self._open: set[FrameSink | QueuedSink] = set()
 
     def application(self) -> web.Application:
         application = web.Application()
@@ -177,8 +191,7 @@ class Server:
             transport = request.transport
             if transport is None:
                 return ws  # the client left during the handshake
-            sink = queued_sink(ws, transport)
-            writer = asyncio.create_task(_write(sink))
+            sink, writer = outbound(ws, transport, self.settings.compression)
             self._open.add(sink)
             if not self.app.accepting:  # SIGTERM came during the handshake
                 sink.close(WSCloseCode.GOING_AWAY, "server shutting down")
@@ -186,13 +199,14 @@ class Server:
                 await conversation(ws, sink)
             finally:
                 self._open.discard(sink)
-                writer.cancel()
+                if writer is not None:
+                    writer.cancel()
                 await sink.wait_closed()
         finally:
             self.app.release()
         return ws
 
-    async def _converse(self, ws: WebSocket, sink: QueuedSink) -> None:
+    async def _converse(self, ws: WebSocket, sink: FrameSink | QueuedSink) -> None:
         session = self.app.session(sink)
         log.debug("connection opened from %s", ws.get_extra_info("peername"))
         try:
@@ -213,7 +227,7 @@ class Server:
             await session.end()
             log.debug("connection closed: %s", ws.close_code)
 
-    async def _echo(self, ws: WebSocket, sink: QueuedSink) -> None:
+    async def _echo(self, ws: WebSocket, sink: FrameSink | QueuedSink) -> None:
         """Every frame back as it came: for protocol conformance tests only. The
         sink is not used to send here, only to close on shutdown."""
         try:
