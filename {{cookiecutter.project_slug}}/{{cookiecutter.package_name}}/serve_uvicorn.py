@@ -10,13 +10,15 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from websockets.protocol import State
 
 from .logs import configure
 from .settings import Settings
+from .sink import FrameSink
 
 log = logging.getLogger(__name__)
 
@@ -81,15 +83,24 @@ def configure_logging(settings: Settings) -> None:
     logging.getLogger("uvicorn.error").addFilter(lambda record: record.msg not in QUIET)
 
 
-def abort_connection(send: Callable) -> None:
-    """Drop the TCP connection behind an ASGI ``send`` at once. ASGI has no message
-    for it; uvicorn's send is a method of its protocol object, which holds the
-    transport. A connection already closed ignores it."""
-    transport: asyncio.Transport | None = getattr(
-        getattr(send, "__self__", None), "transport", None
-    )
-    if transport is not None:
-        transport.abort()
+def frame_sink(
+    send: Callable, close: Callable[[int, str], Awaitable[object]]
+) -> FrameSink:
+    """The outbound side of the WebSocket behind an ASGI ``send``, writing each
+    frame synchronously, as uvicorn's own send does once it is past its flow
+    control (which WS_MAX_PENDING_BYTES replaces): no writer task per connection,
+    and fan-out is one call per member. ``send`` is a method of uvicorn's
+    websockets-sansio protocol object (uvicorn is pinned), whose ``conn`` frames
+    the message (compressed when negotiated) and whose transport carries it."""
+    protocol = send.__self__
+    conn, transport = protocol.conn, protocol.transport
+
+    def write_text(data: bytes) -> None:
+        if conn.state is State.OPEN:  # not once a close frame went either way
+            conn.send_text(data)
+            transport.write(b"".join(conn.data_to_send()))
+
+    return FrameSink(write_text, transport, close)
 
 
 def run(app: str, settings: Settings) -> None:

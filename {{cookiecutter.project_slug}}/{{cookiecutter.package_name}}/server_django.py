@@ -10,11 +10,8 @@ does: ``python -m {{ cookiecutter.package_name }}.server``.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import os
-from functools import partial
 from http import HTTPStatus
 
 # Django finds its settings through this variable: name them before importing it.
@@ -36,7 +33,7 @@ from . import serve_uvicorn
 from .app import App
 from .protocol import INTERNAL_ERROR, UNSUPPORTED_DATA
 from .settings import load
-from .sink import QueuedSink
+from .sink import FrameSink
 from .web import NOT_FOUND
 
 # Named for the module, also when run as __main__ by the Procfile.
@@ -138,16 +135,12 @@ class RoomsConsumer(AdmittedConsumer):
     """``/ws``: each text frame is a request for the session, answered before the
     next one is read; replies and room messages leave through the sink, in order."""
 
-    writer: asyncio.Task[None] | None = None
+    sink: FrameSink | None = None
 
     async def opened(self) -> None:
-        self.sink = QueuedSink(
-            self.send_text,
-            self.send_close,
-            partial(serve_uvicorn.abort_connection, self.base_send),
-        )
+        # base_send is uvicorn's ASGI send: frames go straight to the transport.
+        self.sink = serve_uvicorn.frame_sink(self.base_send, self.send_close)
         self.session = self.app.session(self.sink)
-        self.writer = asyncio.create_task(self._write())
         log.debug("connection opened from %s", self.scope.get("client"))
 
     async def websocket_receive(self, message: dict) -> None:
@@ -164,19 +157,11 @@ class RoomsConsumer(AdmittedConsumer):
             self.sink.close(INTERNAL_ERROR, "unexpected server error")
 
     async def closed(self) -> None:
-        if self.writer is None:
+        if self.sink is None:
             return  # the handshake never completed
         await self.session.end()
-        self.writer.cancel()
         await self.sink.wait_closed()
         log.debug("connection closed from %s", self.scope.get("client"))
-
-    async def _write(self) -> None:
-        with contextlib.suppress(OSError):  # uvicorn's ClientDisconnected
-            await self.sink.drain()
-
-    async def send_text(self, text: str) -> None:
-        await self.base_send({"type": "websocket.send", "text": text})
 
     async def send_close(self, code: int, reason: str) -> None:
         close = {"type": "websocket.close", "code": code, "reason": reason}

@@ -1,8 +1,8 @@
 """The server, on FastAPI and uvicorn: the only module that knows the framework.
 
 It adapts FastAPI's WebSockets to the app's path, socket -> session -> hub ->
-broker, and back through each connection's ``QueuedSink``, whose one writer task
-sends in order so that fan-out never waits for a client. uvicorn does the rest with
+broker, and back through each connection's sink, which writes frames straight to
+the transport so that fan-out never waits for a client. uvicorn does the rest with
 Heroku's numbers (``serve_uvicorn``): the bind, keep-alive Pings, the frame size
 limit, compression, worker processes and the 1012 close on SIGTERM. Run it as the
 Procfile does: ``python -m {{ cookiecutter.package_name }}.server``.
@@ -10,16 +10,15 @@ Procfile does: ``python -m {{ cookiecutter.package_name }}.server``.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from functools import partial
 from http import HTTPStatus
 
 from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import PlainTextResponse, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect
 
 from . import serve_uvicorn
@@ -27,7 +26,7 @@ from .app import App
 from .protocol import INTERNAL_ERROR, UNSUPPORTED_DATA
 from .session import Session
 from .settings import load
-from .sink import QueuedSink
+from .sink import FrameSink
 from .web import NOT_FOUND
 
 log = logging.getLogger(__name__)
@@ -42,6 +41,8 @@ NO_STORE = {"Cache-Control": "no-store"}
 # the connection itself (invalid UTF-8, a frame too big, no Pong): the receive loop
 # hears of it too, through a disconnect message.
 CLOSED = (WebSocketDisconnect, RuntimeError)
+# The scope key under which ServerSend keeps uvicorn's ASGI send.
+SERVER_SEND = "{{ cookiecutter.package_name }}.server_send"
 
 
 @asynccontextmanager
@@ -57,6 +58,22 @@ async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, App]]:
 
 
 app = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+
+
+class ServerSend:
+    """ASGI middleware that keeps the server's own ``send`` in a WebSocket's scope
+    (FastAPI wraps the one a route sees), for ``serve_uvicorn.frame_sink``."""
+
+    def __init__(self, inner: ASGIApp) -> None:
+        self.inner = inner
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            scope[SERVER_SEND] = send
+        await self.inner(scope, receive, send)
+
+
+app.add_middleware(ServerSend)
 
 
 def _response(status: HTTPStatus, content_type: str, body: bytes) -> Response:
@@ -108,25 +125,18 @@ async def _serve(
 
 async def _converse(websocket: WebSocket, core: App) -> None:
     """The /ws protocol. This task feeds each text frame to the session in turn;
-    replies and room messages wait in a QueuedSink that one writer task drains
-    (never a task per message), so fan-out never waits for this client."""
-    sink = QueuedSink(
-        websocket.send_text,
-        websocket.close,
-        # Starlette keeps uvicorn's ASGI send as _send.
-        partial(serve_uvicorn.abort_connection, websocket._send),
-    )
+    replies and room messages go straight to the connection's transport, so
+    fan-out never waits for this client."""
+    sink = serve_uvicorn.frame_sink(websocket.scope[SERVER_SEND], websocket.close)
     session = core.session(sink)
-    writer = asyncio.create_task(_write(sink))
     try:
         await _receive(websocket, session, sink)
     finally:
         await session.end()
-        writer.cancel()
         await sink.wait_closed()
 
 
-async def _receive(websocket: WebSocket, session: Session, sink: QueuedSink) -> None:
+async def _receive(websocket: WebSocket, session: Session, sink: FrameSink) -> None:
     """Feed the session until the client leaves or the connection is closed."""
     try:
         while not sink.closing:
@@ -143,12 +153,6 @@ async def _receive(websocket: WebSocket, session: Session, sink: QueuedSink) -> 
     except Exception:
         log.exception("connection failed; closing it with 1011")
         sink.close(INTERNAL_ERROR, "unexpected server error")
-
-
-async def _write(sink: QueuedSink) -> None:
-    """The writer task: the sink's frames, in order."""
-    with contextlib.suppress(*CLOSED):
-        await sink.drain()
 
 
 async def _echo(websocket: WebSocket, core: App) -> None:
