@@ -31,6 +31,8 @@ import report  # noqa: E402
 from venvs import cached_venv  # noqa: E402
 
 BUILD = ROOT / "build" / "bench"
+# Figures kept by --record, one file a measured commit: the doc's changes table.
+CHANGES = BENCH / "changes"
 FRAMEWORKS = ("websockets", "fastapi", "aiohttp", "django")
 REFERENCES = ("LIMIT", "PEER", "PEER-DJANGO")
 CLIENT = BENCH / "client.py"
@@ -661,7 +663,7 @@ class Run:
 # ---------------------------------------------------------------- setup
 
 
-def bake(framework: str, tools: Path) -> Server:
+def bake(framework: str, tools: Path, template: Path = ROOT) -> Server:
     """Bake the variant with the template's defaults and install its venv."""
     out = BUILD / "bakes" / framework
     shutil.rmtree(out, ignore_errors=True)
@@ -673,7 +675,7 @@ def bake(framework: str, tools: Path) -> Server:
             "--default-config",
             "-o",
             out,
-            ROOT,
+            template,
             f"framework={framework}",
         ],
         check=True,
@@ -833,6 +835,30 @@ async def measure(cfg: Config, servers: list[Server], tools: Path, args) -> dict
     return results
 
 
+def record(name: str, template: Path, data: dict) -> None:
+    """Keep what the changes table shows of this run: which commit of the template
+    was measured, and per server and size the completion and memory figures."""
+    commit = subprocess.run(
+        ["git", "-C", template, "log", "-1", "--format=%h %s"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    kept = {
+        "command": data["meta"]["command"],
+        "date": data["meta"]["date"],
+        "commit": commit,
+        "results": {
+            server: {
+                n: {key: size[key] for key in ("p50", "p99", "rss_per_connection")}
+                for n, size in entry["sizes"].items()
+            }
+            for server, entry in data["results"].items()
+        },
+    }
+    CHANGES.mkdir(exist_ok=True)
+    (CHANGES / f"{name}.json").write_text(json.dumps(kept, indent=1) + "\n")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="the smoke lane")
@@ -853,6 +879,19 @@ def main() -> None:
     parser.add_argument(
         "--sizes", nargs="+", type=int, help="connection counts instead of the lane's"
     )
+    parser.add_argument(
+        "--template",
+        type=Path,
+        default=ROOT,
+        help="bake the variants from this checkout (e.g. a git worktree of an "
+        "earlier commit) instead of this one",
+    )
+    parser.add_argument(
+        "--record",
+        metavar="NAME",
+        help="also keep the broadcast figures in bench/changes/NAME.json, for the "
+        "doc's table of changes and their effect",
+    )
     args = parser.parse_args()
     cfg = QUICK if args.quick else FULL
     if args.sizes:
@@ -861,7 +900,7 @@ def main() -> None:
     tools = Path(sys.executable)
     started = time.monotonic()
     names = args.only or list(FRAMEWORKS + REFERENCES)
-    servers = [bake(name, tools) for name in FRAMEWORKS if name in names]
+    servers = [bake(name, tools, args.template) for name in FRAMEWORKS if name in names]
     servers += [ref for ref in references() if ref.name in names]
     for server in servers:
         server.versions = versions(server.python)
@@ -884,6 +923,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     raw = BUILD / ("quick.json" if args.quick else "results.json")
     raw.write_text(json.dumps(data, indent=1))
+    if args.record:
+        record(args.record, args.template, data)
     report.write(data, out)
     print(f"bench: {raw}, {out / 'benchmarks.md'} and .png in {meta['seconds']:.0f} s")
 
