@@ -12,7 +12,6 @@ Standard library only, so it runs before any virtual environment exists.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import signal
@@ -20,7 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
+from tooling import ROOT, activated, ensure_venv, run, web_command
+
 VENV = ROOT / ".venv"
 DEMO = ROOT / "build" / "demo"
 DEMO_PORT = "8000"
@@ -67,12 +67,9 @@ def demo() -> int:
         ["-r", str(requirements)],
         fingerprint=requirements.read_text(),
     )
-    command = web_command(project / "Procfile")
-    env = dict(os.environ)
-    env["PORT"] = DEMO_PORT
+    command = web_command(project)
     # As if the venv were activated: `python` in the Procfile line is the app's.
-    env["VIRTUAL_ENV"] = str(app_python.parent.parent)
-    env["PATH"] = f"{app_python.parent}{os.pathsep}{env.get('PATH', '')}"
+    env = activated(app_python) | {"PORT": DEMO_PORT}
     broker = "Redis at REDIS_URL" if env.get("REDIS_URL") else "in-memory broker"
     print(f"Running `{command}` in {project.relative_to(ROOT)} ({broker})")
     return serve(command, project, env)
@@ -113,31 +110,6 @@ def reliability(pytest_args: list[str]) -> int:
     return status
 
 
-def ensure_venv(venv: Path, pip_args: list[str], fingerprint: str) -> Path:
-    """Make `venv` hold what `pip install pip_args` installs; return its python.
-
-    A stamp file per requirement set (named by the hash of `fingerprint`) records a
-    finished install, so the second run makes no pip call at all. pip only adds,
-    so the stamps of other sets (demo's and test's share .venv) stay true. A venv
-    made by another Python (an upgrade, a deleted pyenv version) is rebuilt.
-    """
-    python = venv / "bin" / "python"
-    identity = venv / ".dev-python"
-    this_python = f"{sys.version}\n{sys.base_prefix}\n"
-    made_by = identity.read_text() if identity.exists() else ""
-    if not (python.exists() and made_by == this_python):
-        print(f"Creating {venv}")
-        run(sys.executable, "-m", "venv", "--clear", venv)
-        identity.write_text(this_python)
-    stamp = venv / f".dev-stamp-{hashlib.sha256(fingerprint.encode()).hexdigest()[:16]}"
-    if not stamp.exists():
-        print(f"Installing into {venv}: {' '.join(pip_args)}")
-        # -qq: pip's progress and index warnings are noise here; errors still show.
-        run(python, "-m", "pip", "install", "-qq", *pip_args)
-        stamp.write_text(fingerprint)
-    return python
-
-
 def bake_default(cookiecutter: Path) -> Path:
     """Bake the default answers into build/demo/<slug>, keeping the app's venv.
 
@@ -160,13 +132,6 @@ def bake_default(cookiecutter: Path) -> Path:
         kept_venv.rename(target / ".venv")
     shutil.rmtree(staging)
     return target
-
-
-def web_command(procfile: Path) -> str:
-    for line in procfile.read_text().splitlines():
-        if line.startswith("web:"):
-            return line.removeprefix("web:").strip()
-    sys.exit(f"dev.py: no web: line in {procfile}")
 
 
 def serve(command: str, cwd: Path, env: dict[str, str]) -> int:
@@ -204,14 +169,6 @@ def serve(command: str, cwd: Path, env: dict[str, str]) -> int:
 def signal_group(pid: int, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError):  # it exited on its own meanwhile
         os.killpg(pid, signum)
-
-
-def run(*command: object) -> None:
-    """Run a command; on failure stop with one line instead of a traceback."""
-    words = [str(part) for part in command]
-    returncode = subprocess.run(words).returncode
-    if returncode:
-        sys.exit(f"dev.py: `{' '.join(words)}` failed (exit {returncode})")
 
 
 if __name__ == "__main__":

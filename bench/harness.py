@@ -24,17 +24,23 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-ROOT = BENCH.parent
-sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(BENCH.parent))  # tooling.py; bench/ is this script's own
 
 import report  # noqa: E402
-from venvs import cached_venv  # noqa: E402
+from report import REFERENCES  # noqa: E402
+
+from tooling import (  # noqa: E402
+    FRAMEWORKS,
+    ROOT,
+    activated,
+    cached_venv,
+    free_port,
+    web_command,
+)
 
 BUILD = ROOT / "build" / "bench"
 # Figures kept by --record, one file a measured commit: the doc's changes table.
 CHANGES = BENCH / "changes"
-FRAMEWORKS = ("websockets", "fastapi", "aiohttp", "django")
-REFERENCES = ("LIMIT", "PEER", "PEER-DJANGO")
 CLIENT = BENCH / "client.py"
 PHASES = ["sizes", "e2e", "slow"]
 # Handshakes in flight across all client processes: under every server's listen
@@ -63,8 +69,6 @@ SLOW_RCVBUF = 4096
 # The benchmark's publisher sends far faster than a person types: the apps'
 # per-connection rate limit (20/s) is raised for its process, nothing else.
 FAST = {"WS_RATE_LIMIT": "1000000", "WS_RATE_BURST": "1000000"}
-# One client process's CPU share above which it, not the server, may set the pace.
-CLIENT_BOUND = 0.85
 
 
 @dataclass
@@ -126,12 +130,6 @@ class Server:
 
 
 # ---------------------------------------------------------------- processes
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def tree(pid: int) -> list[int]:
@@ -219,13 +217,7 @@ class Process:
     """A server started as Heroku would start it: its command under bash."""
 
     def __init__(self, server: Server, port: int, redis_url: str, log: Path) -> None:
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if key not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV")
-        }
-        env["PATH"] = f"{server.python.parent}{os.pathsep}{env.get('PATH', '')}"
-        env["VIRTUAL_ENV"] = str(server.python.parent.parent)
+        env = activated(server.python)
         env.update(server.env, PORT=str(port), REDIS_URL=redis_url)
         self.port = port
         self.log = log
@@ -684,11 +676,7 @@ def bake(framework: str, tools: Path, template: Path = ROOT) -> Server:
     (project,) = out.iterdir()
     # requirements-dev.txt, as the bake suite installs it: its venv is reused.
     python = cached_venv(project / "requirements-dev.txt")
-    command = next(
-        line.removeprefix("web:").strip()
-        for line in (project / "Procfile").read_text().splitlines()
-        if line.startswith("web:")
-    )
+    command = web_command(project)
     # One app process however the dyno is sized; every other setting default.
     env = {"WEB_CONCURRENCY": "1"}
     return Server(framework, command, project, python, app=True, env=env)

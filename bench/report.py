@@ -6,13 +6,15 @@ import json
 import math
 from pathlib import Path
 
-FRAMEWORKS = ("websockets", "fastapi", "aiohttp", "django")
+from tooling import FRAMEWORKS
+
 REFERENCES = ("LIMIT", "PEER", "PEER-DJANGO")
 KIB, MIB = 1024, 1024 * 1024
 # The issue's targets.
 DYNO_BYTES = 512 * MIB  # a Standard-1X dyno
 WEBSOCKETS_KIB = 16
-CLIENT_BOUND = 0.85  # as in harness.py
+# One client process's CPU share above which it, not the server, may set the pace.
+CLIENT_BOUND = 0.85
 # Other processes' average CPU (cores) during a server's runs worth a caveat.
 OTHER_WORK = 0.1
 

@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(BENCH.parent))  # tooling.py
 
-from venvs import cached_venv  # noqa: E402
+from tooling import cached_venv  # noqa: E402
 
 
 def main() -> None:

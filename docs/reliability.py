@@ -20,7 +20,10 @@ import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tooling.py
+
+from tooling import FRAMEWORKS, ROOT  # noqa: E402
+
 FIGURES = ROOT / "build" / "reliability"
 DOC = ROOT / "docs" / "reliability.md"
 # The generated app's tests, as the template holds them (their docstrings are
@@ -29,8 +32,6 @@ TESTS = ROOT / "{{cookiecutter.project_slug}}" / "tests"
 TEST_DOCSTRING = re.compile(
     r'^def (test_\w+)\([^)]*\)[^:\n]*:\n\s+"""(.*?)"""', re.MULTILINE | re.DOTALL
 )
-# Column order: the template's own order of the framework prompt.
-FRAMEWORKS = ["websockets", "fastapi", "aiohttp", "django"]
 
 INTRO = """\
 # Reliability: the contract under faults, load and hostile input

@@ -14,6 +14,8 @@ ANSWERS = {
     "include_demo": "{{ cookiecutter.include_demo }}",
 }
 
+# cookiecutter.json's framework choices, copied as in pre_gen_project.py and for
+# its reason (a replay's context holds only the answer).
 FRAMEWORKS = ("websockets", "fastapi", "aiohttp", "django")
 PACKAGE = "{package}"  # filled in by plan()
 

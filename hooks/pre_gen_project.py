@@ -32,7 +32,10 @@ DEPENDENCY_NAMES = {
     "websockets",
     "whitenoise",
 }
-AVAILABLE_FRAMEWORKS = ("websockets", "fastapi", "aiohttp", "django")
+# cookiecutter.json's framework choices, copied (tests/test_hooks.py holds the two
+# equal): a hook sees only its rendering context, and where this check matters,
+# a --replay-file run, `_cookiecutter.framework` there is the answer, not the list.
+FRAMEWORKS = ("websockets", "fastapi", "aiohttp", "django")
 
 
 def problems(answers: dict[str, str]) -> list[str]:
@@ -64,11 +67,11 @@ def problems(answers: dict[str, str]) -> list[str]:
             "choose another name so the package does not shadow it"
         )
     framework = answers["framework"]
-    # cookiecutter checks a choice it prompts for, not one given as extra context.
-    if framework not in AVAILABLE_FRAMEWORKS:
+    # cookiecutter checks a choice it prompts for or is given as extra context,
+    # not one in a replay file (say, of a framework the template has dropped).
+    if framework not in FRAMEWORKS:
         found.append(
-            f"framework {framework!r} is unknown: choose one of "
-            f"{', '.join(AVAILABLE_FRAMEWORKS)}"
+            f"framework {framework!r} is unknown: choose one of {', '.join(FRAMEWORKS)}"
         )
     return found
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
-import json
 import os
 import shutil
 import subprocess
@@ -16,10 +15,12 @@ from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+# Shared with dev.py and the benchmarks; pythonpath (pyproject.toml) finds it.
+from tooling import COOKIECUTTER_JSON, FRAMEWORKS, ROOT, activated
+from tooling import cached_venv as cached_venv  # for the bake suite
+
 # The slow lane's junit reports, one per framework: docs/reliability.md's source.
 FIGURES = ROOT / "build" / "reliability"
-COOKIECUTTER_JSON = json.loads((ROOT / "cookiecutter.json").read_text())
 # The questions a user answers; keys starting with "_" are the template's own.
 QUESTIONS = [key for key in COOKIECUTTER_JSON if not key.startswith("_")]
 VENV_BIN = Path(sys.executable).parent
@@ -34,7 +35,7 @@ def load_source(path: Path) -> ModuleType:
     """Import a Python file by path (the hooks: their Jinja is in string literals)."""
     spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
-    # No __pycache__ in hooks/, which is template source, or at the root.
+    # No __pycache__ in hooks/, which is template source, or in docs/.
     sys.dont_write_bytecode, before = True, sys.dont_write_bytecode
     try:
         spec.loader.exec_module(module)
@@ -43,14 +44,10 @@ def load_source(path: Path) -> ModuleType:
     return module
 
 
-# Venvs cached by requirements: one copy, the benchmark harness's (standard
-# library only), so the bake suite and the benchmarks share each venv.
-cached_venv = load_source(ROOT / "bench" / "venvs.py").cached_venv
 PRE_GEN = load_source(ROOT / "hooks" / "pre_gen_project.py")
 POST_GEN = load_source(ROOT / "hooks" / "post_gen_project.py")
-# The pre-gen hook is the one place that says which frameworks work yet.
-CHOICES = COOKIECUTTER_JSON["framework"]
-AVAILABLE = [name for name in CHOICES if name in PRE_GEN.AVAILABLE_FRAMEWORKS]
+# The frameworks the tests bake: every choice (test_hooks.py holds the hooks to it).
+AVAILABLE = FRAMEWORKS
 
 
 def variant_id(answers: dict) -> str:
@@ -155,11 +152,5 @@ def require_redis() -> None:
 
 def venv_env(python: Path) -> dict[str, str]:
     """The environment of a shell with that venv activated, outer pytest's removed."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith("PYTEST_") and key not in ("PYTHONPATH", "PYTHONHOME")
-    }
-    env["VIRTUAL_ENV"] = str(python.parent.parent)
-    env["PATH"] = f"{python.parent}{os.pathsep}{env.get('PATH', '')}"
-    return env
+    outer = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
+    return activated(python, outer)

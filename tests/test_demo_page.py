@@ -26,6 +26,8 @@ import pytest
 from playwright.sync_api import sync_playwright
 from support import bake, cached_venv, require_redis, venv_env
 
+from tooling import free_port, web_command
+
 pytestmark = pytest.mark.slow
 
 CHROMIUM_FLAGS = [
@@ -53,12 +55,6 @@ def chromium() -> str:
     return found
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 15) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -75,8 +71,7 @@ class Server:
     """The bake's Procfile `web:` line, started and stopped as Heroku would."""
 
     def __init__(self, project: Path, python: Path, port: int) -> None:
-        line = (project / "Procfile").read_text().split("web:", 1)[1].splitlines()[0]
-        self.command = line.strip()
+        self.command = web_command(project)
         self.project = project
         self.env = venv_env(python) | {"PORT": str(port)}
         self.port = port

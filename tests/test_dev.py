@@ -11,32 +11,38 @@ import time
 import urllib.request
 
 import pytest
-from support import ROOT, load_source
+from support import ROOT
+
+import tooling
 
 
 def test_second_run_makes_no_pip_call(tmp_path, monkeypatch):
-    dev = load_source(ROOT / "dev.py")
     venv = tmp_path / "venv"
     calls = []
 
-    def fake_run(*command):
+    def fake_run(*command: object, cwd: object = None) -> None:
         calls.append(" ".join(map(str, command[1:3])))
-        if command[1:3] == ("-m", "venv"):
-            (venv / "bin").mkdir(parents=True, exist_ok=True)
+        if command[1:3] == ("-m", "venv"):  # with --clear
+            shutil.rmtree(venv, ignore_errors=True)
+            (venv / "bin").mkdir(parents=True)
             (venv / "bin" / "python").touch()
 
-    monkeypatch.setattr(dev, "run", fake_run)
-    dev.ensure_venv(venv, ["tool==1"], fingerprint="tool==1")
+    monkeypatch.setattr(tooling, "run", fake_run)
+    tooling.ensure_venv(venv, ["tool==1"], fingerprint="tool==1")
     assert calls == ["-m venv", "-m pip"]
     calls.clear()
-    dev.ensure_venv(venv, ["tool==1"], fingerprint="tool==1")
+    tooling.ensure_venv(venv, ["tool==1"], fingerprint="tool==1")
     assert calls == []
-    dev.ensure_venv(venv, ["tool==2"], fingerprint="tool==2")
+    tooling.ensure_venv(venv, ["tool==2"], fingerprint="tool==2")
     assert calls == ["-m pip"]
     calls.clear()
     # Another requirement set installed earlier into the same venv stays valid.
-    dev.ensure_venv(venv, ["tool==1"], fingerprint="tool==1")
+    tooling.ensure_venv(venv, ["tool==1"], fingerprint="tool==1")
     assert calls == []
+    # Made by another Python: rebuilt, and every set installed again.
+    (venv / ".dev-python").write_text("Python 2.7\n")
+    tooling.ensure_venv(venv, ["tool==1"], fingerprint="tool==1")
+    assert calls == ["-m venv", "-m pip"]
 
 
 def get_json(url: str) -> dict:

@@ -5,6 +5,8 @@ import re
 
 from support import answers_of
 
+from tooling import web_command
+
 # Every interface, and the port Heroku gives the dyno (R10 when not bound in 60 s).
 ALL_INTERFACES = re.compile(r"0\.0\.0\.0|\[?::\]?(?=[\s:]|$)")
 DOLLAR_PORT = re.compile(r"\$\{?PORT\b")
@@ -14,26 +16,21 @@ MANIFESTS = ("requirements.txt", "uv.lock", "poetry.lock", "Pipfile.lock")
 PINNED = re.compile(r"^[\w.-]+(\[[\w.,-]+\])?==[^\s;=*]+(\s*;.+)?$")
 
 
-def web_lines(project):
-    lines = (project / "Procfile").read_text().splitlines()
-    return [line[len("web:") :].strip() for line in lines if line.startswith("web:")]
-
-
 def test_procfile_runs_one_web_process_without_uv(baked):
-    (command,) = web_lines(baked.project_path)
+    command = web_command(baked.project_path)  # raises unless there is one
     # uv is not on PATH at run time on Heroku: the buildpack installs into a venv.
     assert "uv run" not in command
 
 
 def test_web_process_binds_all_interfaces_on_dollar_port(baked):
-    (command,) = web_lines(baked.project_path)
+    command = web_command(baked.project_path)
     package = answers_of(baked)["package_name"]
     if ALL_INTERFACES.search(command) and DOLLAR_PORT.search(command):
         return  # e.g. `--host 0.0.0.0 --port $PORT`, `--bind 0.0.0.0:$PORT`
     # Otherwise the app must read PORT and bind every interface itself.
-    assert command == f"python -m {package}.server", (
+    assert command == f"python -m {package}", (
         f"web: {command!r} names neither `0.0.0.0` and `$PORT` nor "
-        f"`python -m {package}.server`"
+        f"`python -m {package}`"
     )
     code = "\n".join(
         path.read_text() for path in (baked.project_path / package).rglob("*.py")

@@ -1,13 +1,9 @@
 """The hooks: refusing bad answers (unit and through cookiecutter), and pruning."""
 
+import json
+
 import pytest
-from support import (
-    AVAILABLE,
-    COOKIECUTTER_JSON,
-    POST_GEN,
-    PRE_GEN,
-    try_bake,
-)
+from support import AVAILABLE, POST_GEN, PRE_GEN, ROOT, bake, run, tool, try_bake
 
 GOOD = {"project_slug": "realtime-app", "package_name": "realtime_app"}
 BAD_SLUGS = {
@@ -38,8 +34,9 @@ def answers(**changes):
     return {**GOOD, "framework": AVAILABLE[0], **changes}
 
 
-def test_every_framework_choice_bakes():
-    assert set(AVAILABLE) == set(COOKIECUTTER_JSON["framework"])
+def test_the_hooks_know_the_framework_choices():
+    """The hooks' copies of cookiecutter.json's list (a hook cannot read it)."""
+    assert PRE_GEN.FRAMEWORKS == POST_GEN.FRAMEWORKS == AVAILABLE
 
 
 @pytest.mark.parametrize("slug", ["a", "a" * 30, "realtime-app-2"])
@@ -63,6 +60,24 @@ def test_each_bad_answer_is_one_line_naming_it(bad, named):
 def test_unknown_framework_is_refused():
     (problem,) = PRE_GEN.problems(answers(framework="flask"))
     assert "'flask'" in problem and "unknown" in problem
+
+
+def test_replay_of_an_unknown_framework_is_refused(cookies, tmp_path):
+    """A replay file is the one way past cookiecutter's own check of a choice."""
+    record = bake(cookies).project_path / ".cookiecutter.json"
+    replay = json.loads(record.read_text())
+    replay["cookiecutter"]["framework"] = "flask"
+    (tmp_path / "replay.json").write_text(json.dumps(replay))
+    (tmp_path / "config.yaml").write_text(f"replay_dir: {tmp_path / 'replays'}\n")
+    done = run(
+        tool("cookiecutter"),
+        *("--replay-file", tmp_path / "replay.json"),
+        *("--config-file", tmp_path / "config.yaml"),
+        *("--output-dir", tmp_path / "out", ROOT),
+        cwd=tmp_path,
+    )
+    assert done.returncode != 0
+    assert "ERROR: framework 'flask' is unknown" in done.stderr, done.stderr
 
 
 def test_all_problems_are_reported_at_once():
@@ -99,10 +114,6 @@ def test_plan_keeps_only_the_chosen_variant(framework, demo):
         others |= {"pkg/django_settings.py", "manage.py"}
     assert set(remove) == others | (set() if demo else {"pkg/static"})
     assert renames == {f"pkg/server_{framework}.py": "pkg/server.py"}
-
-
-def test_every_framework_choice_has_a_server_module_rule():
-    assert set(POST_GEN.FRAMEWORKS) == set(COOKIECUTTER_JSON["framework"])
 
 
 def test_apply_prunes_and_renames(tmp_path):
