@@ -25,6 +25,7 @@ KEEP_WHEN = {
     "{package}/static": {"include_demo": ("True",)},
     **{f"{PACKAGE}/server_{name}.py": {"framework": (name,)} for name in FRAMEWORKS},
     "{package}/serve_uvicorn.py": {"framework": ("fastapi", "django")},
+    "{package}/queued_sink.py": {"framework": ("fastapi", "aiohttp", "django")},
     "{package}/django_settings.py": {"framework": ("django",)},
     "manage.py": {"framework": ("django",)},
 }

@@ -2,8 +2,8 @@
 and the process and every other connection go on.
 
 A black-box test cannot make correct code fail, so the fault is injected: the app
-is started with a ``sitecustomize`` module on PYTHONPATH that makes the shared
-Session raise on one magic frame. Every server variant goes through Session, so
+is started with a ``sitecustomize`` module on PYTHONPATH that makes the core
+Connection raise on one magic frame. Every server variant goes through it, so
 the test says nothing about which framework runs the app.
 """
 
@@ -18,9 +18,9 @@ SITECUSTOMIZE = textwrap.dedent(
 
     sys.path.insert(0, os.getcwd())  # the project, as `python -m` would see it
 
-    from {{ cookiecutter.package_name }}.session import Session
+    from {{ cookiecutter.package_name }}.connection import Connection
 
-    handle = Session.handle
+    handle = Connection.handle
 
 
     async def handle_or_fail(self, text):
@@ -29,7 +29,7 @@ SITECUSTOMIZE = textwrap.dedent(
         return await handle(self, text)
 
 
-    Session.handle = handle_or_fail
+    Connection.handle = handle_or_fail
     """
 )
 

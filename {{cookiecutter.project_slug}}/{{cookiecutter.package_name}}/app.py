@@ -1,7 +1,10 @@
-"""The app as every server module sees it: settings, broker, hub and counters.
+"""The app as every server module sees it: one object per process.
 
-A server module builds one ``App``, asks it whether to admit each handshake, opens
-a ``Session`` per WebSocket, and calls ``start`` and ``stop`` around serving.
+A server module builds one ``App`` and calls ``start`` and ``stop`` around
+serving. It hands each plain HTTP request to ``answer``, each WebSocket
+handshake to ``admit`` (a refusal, or a slot to hold while the connection
+lives), and each accepted WebSocket to ``converse`` or ``echo``; it never
+decides a rule of the contract itself.
 """
 
 from __future__ import annotations
@@ -9,61 +12,85 @@ from __future__ import annotations
 import logging
 from http import HTTPStatus
 
-from .broker import make_broker
-from .hub import Hub
+from .admission import Gate, Handshake, Slot
+from .connection import Connection, Receive, Send, echo
 from .logs import mask_url
-from .session import Session
+from .node import Node
 from .settings import Settings
 from .sink import Sink
-from .web import StaticFiles, health_body, origin_allowed
+from .web import (
+    NOT_FOUND,
+    SAFE_METHODS,
+    SPEAKS_WEBSOCKET,
+    Response,
+    StaticFiles,
+    health,
+    text,
+)
 
 log = logging.getLogger(__name__)
+
+SOCKET_PATH = "/ws"
 
 
 class App:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.hub = Hub()
-        self.broker = make_broker(settings, self.hub.deliver, self.hub.resubscribed)
-        self.hub.broker = self.broker
+        self.node = Node(settings)
+        self.gate = Gate(settings)
         self.static = StaticFiles()
-        self.connections = 0  # open WebSockets plus handshakes admitted
-        self.accepting = True
+        # Where WebSockets are served: /ws, and the echo endpoint when it is on.
+        self.socket_paths = frozenset(
+            path for path in (SOCKET_PATH, settings.echo_path) if path is not None
+        )
 
     async def start(self) -> None:
         if self.settings.redis_url is None:
             log.info("broker: memory (one process; set REDIS_URL to share rooms)")
         else:
             log.info("broker: redis at %s", mask_url(self.settings.redis_url))
-        await self.broker.start()
+        await self.node.start()
 
     async def stop(self) -> None:
-        await self.broker.close()
+        await self.node.close()
         log.info("broker released")
 
-    def admit(self, origin: str | None, host: str | None) -> HTTPStatus | None:
-        """None to go on with a WebSocket handshake (a slot is then held until
-        ``release``), or the status to refuse it with."""
-        if not origin_allowed(self.settings.allowed_origins, origin, host):
-            log.info("handshake refused: origin %r not allowed", origin)
-            return HTTPStatus.FORBIDDEN
-        if not self.accepting:
-            return HTTPStatus.SERVICE_UNAVAILABLE
-        if self.connections >= self.settings.max_connections:
-            log.warning("handshake refused: %d connections", self.connections)
-            return HTTPStatus.SERVICE_UNAVAILABLE
-        self.connections += 1
-        return None
+    def shutting_down(self) -> None:
+        """SIGTERM: from now on every handshake is refused with 503."""
+        self.gate.accepting = False
 
-    def release(self) -> None:
-        self.connections -= 1
+    @property
+    def connections(self) -> int:
+        return self.gate.connections
 
-    def health(self) -> tuple[HTTPStatus, bytes]:
-        if self.broker.healthy:
-            status, text = HTTPStatus.OK, "ok"
+    # ------------------------------------------------------------------ plain HTTP
+
+    def answer(self, method: str, path: str) -> Response:
+        """The response to any request that is not a WebSocket handshake. HEAD gets
+        GET's, body included: each server module sends its headers alone."""
+        if path in self.socket_paths:
+            return text(HTTPStatus.UPGRADE_REQUIRED, *SPEAKS_WEBSOCKET)
+        if path == "/healthz":
+            found = health(self.node.healthy, self.node.broker_kind, self.connections)
         else:
-            status, text = HTTPStatus.SERVICE_UNAVAILABLE, "degraded"
-        return status, health_body(text, self.broker.kind, self.connections)
+            found = self.static.get(path)
+        if found is None:
+            return NOT_FOUND
+        if method not in SAFE_METHODS:
+            return text(HTTPStatus.METHOD_NOT_ALLOWED, ("Allow", "GET, HEAD"))
+        return found
 
-    def session(self, sink: Sink) -> Session:
-        return Session(self.hub, self.settings, sink)
+    # ------------------------------------------------------------------ WebSockets
+
+    def admit(self, handshake: Handshake) -> Response | Slot:
+        """The refusal to answer a handshake with, or the slot it holds from now
+        on: accept the upgrade inside ``with slot:``."""
+        return self.gate.admit(handshake)
+
+    async def converse(self, sink: Sink, receive: Receive) -> None:
+        """The /ws protocol on an accepted WebSocket, until it closes."""
+        await Connection(self.node, self.settings, sink).converse(receive)
+
+    async def echo(self, receive: Receive, send: Send) -> None:
+        """WS_ECHO_PATH: every frame back as it came (conformance tests only)."""
+        await echo(receive, send)

@@ -5,8 +5,9 @@
 room R is the channel ``<prefix>:<R>`` and the payload is the exact text of the
 ``message`` frame, forwarded to members without re-encoding.
 
-Both call back into the hub: ``deliver(room, payload)`` for each message and
-``resubscribed(rooms)`` after Redis came back, so members can be told of the gap.
+A broker is built with its ``Listener`` (the node) and calls it back:
+``on_message(room, payload)`` for each message and ``on_resubscribed(rooms)``
+after Redis came back, so members can be told of the gap.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Callable
-from typing import NamedTuple
+from collections.abc import Awaitable
+from typing import Any, NamedTuple, Protocol
 
 import redis.asyncio as redis
 from redis.asyncio.client import PubSub
@@ -63,8 +64,41 @@ class Payload(NamedTuple):
     utf8: bytes
 
 
-Deliver = Callable[[str, Payload], None]
-Resubscribed = Callable[[list[str]], None]
+class Listener(Protocol):
+    """What a broker calls back: the node."""
+
+    def on_message(self, room: str, payload: Payload) -> None:
+        """A message for the room's local members; never waits."""
+
+    def on_resubscribed(self, rooms: list[str]) -> None:
+        """These rooms were subscribed again after an outage."""
+
+
+class Broker(Protocol):
+    """Every method the node calls on a broker."""
+
+    @property
+    def kind(self) -> str:
+        """``memory`` or ``redis``, as /healthz reports it."""
+        ...
+
+    @property
+    def healthy(self) -> bool:
+        """False while Redis cannot be reached."""
+        ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def subscribe(self, room: str) -> None:
+        """Return once a message published from now on reaches this process;
+        raise BrokerUnavailable when that cannot be promised."""
+
+    async def unsubscribe(self, room: str) -> None: ...
+
+    async def publish(self, room: str, text: str) -> None:
+        """Publish a message frame; raise BrokerUnavailable if it was not."""
 
 
 class MemoryBroker:
@@ -73,8 +107,8 @@ class MemoryBroker:
     kind = "memory"
     healthy = True
 
-    def __init__(self, deliver: Deliver, resubscribed: Resubscribed) -> None:
-        self._deliver = deliver
+    def __init__(self, listener: Listener) -> None:
+        self._listener = listener
 
     async def start(self) -> None:
         pass
@@ -89,14 +123,14 @@ class MemoryBroker:
         pass
 
     async def publish(self, room: str, text: str) -> None:
-        self._deliver(room, Payload(text, text.encode()))
+        self._listener.on_message(room, Payload(text, text.encode()))
 
 
-def redis_options(settings: Settings, url: str) -> dict:
+def redis_options(settings: Settings, url: str) -> dict[str, Any]:
     """Connection options for Heroku's Redis: its rediss:// certificates are
     self-signed, so they are not verified unless REDIS_TLS_VERIFY is true. redis-py
     rejects TLS options on redis:// URLs, so they are passed for rediss:// only."""
-    options: dict = {"socket_connect_timeout": REDIS_TIMEOUT}
+    options: dict[str, Any] = {"socket_connect_timeout": REDIS_TIMEOUT}
     if url.startswith("rediss://"):
         options["ssl_cert_reqs"] = "required" if settings.redis_tls_verify else "none"
     return options
@@ -113,14 +147,10 @@ class RedisBroker:
 
     kind = "redis"
 
-    def __init__(
-        self, settings: Settings, deliver: Deliver, resubscribed: Resubscribed
-    ) -> None:
-        assert settings.redis_url is not None
-        self._url = settings.redis_url
+    def __init__(self, settings: Settings, url: str, listener: Listener) -> None:
+        self._url = url
         self._prefix = settings.channel_prefix + ":"
-        self._deliver = deliver
-        self._resubscribed = resubscribed
+        self._listener = listener
         options = redis_options(settings, self._url)
         self._publisher = redis.Redis(
             connection_pool=redis.BlockingConnectionPool.from_url(
@@ -218,6 +248,10 @@ class RedisBroker:
                     log.debug(
                         "redis still unreachable (attempt %d): %s", attempt, reason
                     )
+            except Exception:
+                # A bug, not an outage: the task must not die of it, or every room
+                # of the process would go silent. Start afresh, as after an outage.
+                log.exception("redis subscriber failed; reconnecting")
             finally:
                 self.healthy = False
                 self._fail_pending()
@@ -245,7 +279,7 @@ class RedisBroker:
             len(rooms),
         )
         if resumed and rooms:
-            self._resubscribed(rooms)
+            self._listener.on_resubscribed(rooms)
 
     async def _confirm(self, pubsub: PubSub, answers: int) -> None:
         """Wait for Redis to answer a new connection's SUBSCRIBE (or PING)."""
@@ -277,7 +311,7 @@ class RedisBroker:
             if now - heard > HEALTH_INTERVAL + HEALTH_GRACE:
                 raise TimeoutError(f"no answer from Redis for {now - heard:.1f} s")
 
-    def _handle(self, message: dict) -> None:
+    def _handle(self, message: dict[str, Any]) -> None:
         kind = message["type"]
         if kind == "message":
             channel: bytes = message["channel"]
@@ -291,7 +325,7 @@ class RedisBroker:
                 )
                 return
             room = channel.decode()[len(self._prefix) :]
-            self._deliver(room, Payload(text, data))
+            self._listener.on_message(room, Payload(text, data))
         elif kind == "subscribe":
             ack = self._acks.pop(message["channel"], None)
             if ack is not None and not ack.done():
@@ -307,12 +341,12 @@ class RedisBroker:
             self._commands.get_nowait()
 
 
-async def _quietly(closing) -> None:
+async def _quietly(closing: Awaitable[object]) -> None:
     with contextlib.suppress(RedisError, OSError):
         await closing
 
 
-def make_broker(settings: Settings, deliver: Deliver, resubscribed: Resubscribed):
+def make_broker(settings: Settings, listener: Listener) -> Broker:
     if settings.redis_url is None:
-        return MemoryBroker(deliver, resubscribed)
-    return RedisBroker(settings, deliver, resubscribed)
+        return MemoryBroker(listener)
+    return RedisBroker(settings, settings.redis_url, listener)

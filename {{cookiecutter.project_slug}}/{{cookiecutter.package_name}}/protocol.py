@@ -13,8 +13,10 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-# The contract's close codes for the faults the app itself detects (the servers
-# send 1001/1012 on shutdown, 1007 and 1009 through their frameworks).
+# The contract's close codes that the app sends itself (1007 and 1009 come from
+# the frameworks' own checks).
+GOING_AWAY = 1001  # server shutdown, where the framework leaves it to the app
+SERVICE_RESTART = 1012  # server shutdown: reconnect
 UNSUPPORTED_DATA = 1003  # a binary frame on /ws
 INTERNAL_ERROR = 1011  # an unexpected error in this connection
 TRY_AGAIN_LATER = 1013  # a slow consumer, over WS_MAX_PENDING_BYTES

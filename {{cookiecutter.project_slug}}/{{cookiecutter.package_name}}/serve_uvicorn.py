@@ -1,7 +1,9 @@
-"""Run an ASGI app on uvicorn with Heroku's numbers (the fastapi and django variants).
+"""ASGI on uvicorn with Heroku's numbers: what the fastapi and django variants share.
 
-Every option is set here, from the settings, rather than on the Procfile line, so
-each carries its reason and a bad setting stops the app before it binds.
+``websocket`` serves one ASGI WebSocket, from its connect message to its end, on
+the app (app.py): both variants route their WebSocket paths to it. ``run`` starts
+uvicorn with every option set from the settings, rather than on the Procfile
+line, so each carries its reason and a bad setting stops the app before it binds.
 """
 
 from __future__ import annotations
@@ -10,17 +12,27 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-from websockets.protocol import State
+from websockets.protocol import Protocol, State
 
+from . import web
+from .admission import Handshake
+from .app import App
 from .logs import configure
+from .queued_sink import QueuedSink
 from .settings import Settings
-from .sink import FrameSink
+from .sink import FrameSink, Sink, announce
 
 log = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+ASGISend = Callable[[Message], Awaitable[None]]
 
 # Heroku's router reaches the dyno on IPv4; 0.0.0.0 is every interface (uvicorn's
 # default, 127.0.0.1, would fail the boot with R10).
@@ -31,6 +43,12 @@ KEEP_ALIVE = 95
 # On SIGTERM uvicorn closes every WebSocket with 1012 and waits this long for the
 # handlers; well inside the 30 s before Heroku's SIGKILL.
 GRACEFUL_SHUTDOWN = 20
+# A connection must send its first request head within this (the websockets
+# library's handshake timeout): uvicorn arms no timer before a first request, so a
+# client that opens TCP and stalls (slowloris) would hold a descriptor for ever.
+REQUEST_HEAD_TIMEOUT = 10
+# The methods of uvicorn's (pinned: 0.54.0) httptools protocol that the timer hooks.
+HEAD_HOOKS = ("connection_made", "on_headers_complete", "connection_lost")
 # uvicorn 0.54 logs as errors what is none: a denial response (403, 503) ends the
 # handshake "without completing" it (its pull request #3138), and a client's
 # invalid UTF-8 comes with a traceback though it is answered with 1007. Each
@@ -46,19 +64,143 @@ QUIET = {
 }
 
 
-# A connection must send its first request head within this (the websockets
-# library's handshake timeout): uvicorn arms no timer before a first request, so a
-# client that opens TCP and stalls (slowloris) would hold a descriptor for ever.
-REQUEST_HEAD_TIMEOUT = 10
+# ------------------------------------------------------------------- WebSockets
+
+
+def header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            decoded: str = value.decode("latin-1")
+            return decoded
+    return None
+
+
+async def deny(send: ASGISend, answer: web.Response) -> None:
+    """Answer a handshake with plain HTTP instead of upgrading: ASGI's WebSocket
+    Denial Response, which uvicorn implements."""
+    headers = [(b"content-type", answer.content_type.encode())]
+    headers += [(k.lower().encode(), v.encode()) for k, v in answer.headers]
+    start = {"type": "websocket.http.response.start", "status": answer.status}
+    await send({**start, "headers": headers})
+    await send({"type": "websocket.http.response.body", "body": answer.body})
+
+
+async def websocket(
+    app: App, scope: Scope, receive: Receive, send: ASGISend, server_send: object
+) -> None:
+    """One WebSocket scope. ``send`` is the one the framework hands its endpoint;
+    ``server_send`` is uvicorn's own when the framework has it, the fast path's
+    way to the connection's transport (see ``outbound``)."""
+    await receive()  # websocket.connect
+    path = scope["path"]
+    if path not in app.socket_paths:
+        await deny(send, web.NOT_FOUND)
+        return
+    admitted = app.admit(
+        Handshake(
+            origin=header(scope, b"origin"),
+            host=header(scope, b"host"),
+            # uvicorn's handshake has refused every other version already.
+            version=header(scope, b"sec-websocket-version"),
+        )
+    )
+    if isinstance(admitted, web.Response):
+        await deny(send, admitted)
+        return
+
+    async def receive_data() -> str | bytes | None:
+        # Also when uvicorn closed the connection itself: invalid UTF-8 (1007), a
+        # frame over WS_MAX_MESSAGE_BYTES (1009), no Pong, SIGTERM (1012).
+        message = await receive()
+        if message["type"] != "websocket.receive":
+            return None
+        data: str | bytes | None = message.get("text")
+        return message.get("bytes") if data is None else data
+
+    async def send_data(frame: str | bytes) -> None:
+        kind = "text" if isinstance(frame, str) else "bytes"
+        await send({"type": "websocket.send", kind: frame})
+
+    with admitted:
+        await send({"type": "websocket.accept"})
+        if path == app.settings.echo_path:
+            await app.echo(receive_data, send_data)
+        else:
+            await app.converse(outbound(send, server_send), receive_data)
+
+
+class DirectSink(FrameSink):
+    """Frames written synchronously through uvicorn's websockets-sansio connection
+    (uvicorn is pinned: 0.54.0), whose ``conn`` frames them (compressed when
+    negotiated) and whose transport carries them, as uvicorn's own send does once
+    it is past its flow control (which WS_MAX_PENDING_BYTES replaces): no writer
+    task per connection, and fan-out is one call per member."""
+
+    __slots__ = ("_conn", "_send")
+
+    def __init__(
+        self, conn: Protocol, transport: asyncio.WriteTransport, send: ASGISend
+    ) -> None:
+        super().__init__(transport)
+        self._conn = conn
+        self._send = send
+
+    def write_frame(self, utf8: bytes) -> None:
+        if self._conn.state is State.OPEN:  # not once a close frame went either way
+            self._conn.send_text(utf8)
+            self._transport.write(b"".join(self._conn.data_to_send()))
+
+    async def close_frame(self, code: int, reason: str) -> None:
+        await self._send({"type": "websocket.close", "code": code, "reason": reason})
+
+
+class SendSink(QueuedSink):
+    """The public path: ASGI's send, through a writer task. Used when the send
+    the app gets is not uvicorn's own, as when a middleware wraps it (Sentry and
+    OpenTelemetry do). ASGI gives no way to drop the TCP connection: a client that
+    reads nothing is dropped by uvicorn's own Ping timeout."""
+
+    __slots__ = ("_send",)
+
+    def __init__(self, send: ASGISend) -> None:
+        super().__init__()
+        self._send = send
+
+    async def send_text(self, text: str) -> None:
+        await self._send({"type": "websocket.send", "text": text})
+
+    async def close_frame(self, code: int, reason: str) -> None:
+        await self._send({"type": "websocket.close", "code": code, "reason": reason})
+
+    def abort(self) -> None:
+        self._writer.cancel()
+
+
+def outbound(send: ASGISend, server_send: object) -> Sink:
+    """The fast path when ``server_send`` is a method of uvicorn's websockets-sansio
+    protocol, checked once per connection; else ASGI's public send."""
+    protocol = getattr(server_send, "__self__", None)
+    conn = getattr(protocol, "conn", None)
+    transport = getattr(protocol, "transport", None)
+    if isinstance(conn, Protocol) and isinstance(transport, asyncio.WriteTransport):
+        announce("uvicorn's websockets-sansio connection, into the transport")
+        return DirectSink(conn, transport, send)
+    announce("ASGI send, through a writer task per connection")
+    return SendSink(send)
+
+
+# ------------------------------------------------------------------------ uvicorn
 
 
 class HeadTimeoutProtocol(HttpToolsProtocol):
-    """uvicorn's HTTP protocol, closing a connection whose first request head is
-    not complete REQUEST_HEAD_TIMEOUT after it opened."""
+    """uvicorn's httptools protocol, closing a connection whose first request head
+    is not complete REQUEST_HEAD_TIMEOUT after it opened."""
 
-    def connection_made(self, transport: asyncio.Transport) -> None:
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
-        self._head_timer: asyncio.TimerHandle | None = self.loop.call_later(
+        self._head_timer = asyncio.get_running_loop().call_later(
             REQUEST_HEAD_TIMEOUT, transport.close
         )
 
@@ -76,31 +218,20 @@ class HeadTimeoutProtocol(HttpToolsProtocol):
             self._head_timer = None
 
 
+def http_protocol() -> type[asyncio.Protocol] | str:
+    """HeadTimeoutProtocol, after one check that the methods it extends are still
+    uvicorn's; else uvicorn's own choice, and a warning."""
+    if all(hasattr(HttpToolsProtocol, name) for name in HEAD_HOOKS):
+        return HeadTimeoutProtocol
+    log.warning("no request head timeout: uvicorn's httptools protocol changed")
+    return "auto"
+
+
 def configure_logging(settings: Settings) -> None:
     """The app's logging, in every process: uvicorn's worker processes import the
     server module afresh and never run its main()."""
     configure(settings.log_level)
     logging.getLogger("uvicorn.error").addFilter(lambda record: record.msg not in QUIET)
-
-
-def frame_sink(
-    send: Callable, close: Callable[[int, str], Awaitable[object]]
-) -> FrameSink:
-    """The outbound side of the WebSocket behind an ASGI ``send``, writing each
-    frame synchronously, as uvicorn's own send does once it is past its flow
-    control (which WS_MAX_PENDING_BYTES replaces): no writer task per connection,
-    and fan-out is one call per member. ``send`` is a method of uvicorn's
-    websockets-sansio protocol object (uvicorn is pinned), whose ``conn`` frames
-    the message (compressed when negotiated) and whose transport carries it."""
-    protocol = send.__self__
-    conn, transport = protocol.conn, protocol.transport
-
-    def write_text(data: bytes) -> None:
-        if conn.state is State.OPEN:  # not once a close frame went either way
-            conn.send_text(data)
-            transport.write(b"".join(conn.data_to_send()))
-
-    return FrameSink(write_text, transport, close)
 
 
 def run(app: str, settings: Settings) -> None:
@@ -124,7 +255,7 @@ def run(app: str, settings: Settings) -> None:
         workers=processes,
         timeout_keep_alive=KEEP_ALIVE,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
-        http=HeadTimeoutProtocol,
+        http=http_protocol(),
         # The websockets-based implementation: it supports the denial responses
         # (403, 503) that the handshake rules need.
         ws="websockets-sansio",

@@ -1,8 +1,8 @@
-"""The server, on aiohttp.web: the only module that knows the framework.
+"""The server, on aiohttp.web: the adapter between it and the app.
 
-It adapts aiohttp to the app's path, socket -> session -> hub -> broker, and back
-through each connection's sink. Run it as the Procfile does:
-``python -m {{ cookiecutter.package_name }}.server``.
+aiohttp serves the HTTP requests and the WebSockets; this module turns each into
+a call on the app (app.py) and the app's answers back into aiohttp's objects.
+Run it as the Procfile does: ``python -m {{ cookiecutter.package_name }}``.
 
 aiohttp has no multi-process server of its own, so this is one process on one
 event loop and WEB_CONCURRENCY is not used: scale out with more dynos, which share
@@ -12,21 +12,21 @@ rooms through Redis.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from http import HTTPStatus
+from collections.abc import AsyncIterator, Callable
 
-from aiohttp import WSCloseCode, WSMsgType, hdrs, web
+from aiohttp import WSMsgType, hdrs, web
 
+from . import web as answers
+from .admission import Handshake
 from .app import App
 from .logs import configure
+from .protocol import GOING_AWAY
+from .queued_sink import QueuedSink
 from .settings import ROUTER_IDLE_SECONDS, Settings, load
-from .sink import CLOSE_TIMEOUT, FrameSink, QueuedSink
-from .web import NOT_FOUND
+from .sink import CLOSE_TIMEOUT, FrameSink, Sink, announce
 
-# Named for the module, also when run as __main__ by the Procfile.
-log = logging.getLogger("{{ cookiecutter.package_name }}.server")
+log = logging.getLogger(__name__)
 
 # Heroku's router reaches the dyno on IPv4; 0.0.0.0 is every interface.
 HOST = "0.0.0.0"
@@ -42,9 +42,6 @@ BACKLOG = 2048
 # handlers, then runs App.stop(): about 2 x 10 s at worst, inside the 25 s the
 # app has before Heroku's SIGKILL at 30 s.
 SHUTDOWN_TIMEOUT = 10
-# Headers of the 426 answer to a request on a WebSocket path that is not a
-# handshake: what the path speaks (RFC 6455, section 4.4).
-WEBSOCKET_ONLY = {"Upgrade": "websocket", "Sec-WebSocket-Version": "13"}
 
 
 class WebSocket(web.WebSocketResponse):
@@ -74,60 +71,88 @@ class WebSocket(web.WebSocketResponse):
             # How long a close waits for the client's close frame.
             timeout=CLOSE_TIMEOUT,
         )
-        # The attribute aiohttp's pong timer reads (aiohttp is pinned: 3.14.5).
-        self._pong_heartbeat = settings.ping_timeout
+        # The attribute aiohttp's pong timer reads, when it is there (aiohttp is
+        # pinned: 3.14.5); otherwise aiohttp's own wait, heartbeat / 2, stands.
+        if hasattr(self, "_pong_heartbeat"):
+            self._pong_heartbeat = settings.ping_timeout
+
+    async def receive_data(self) -> str | bytes | None:
+        """The next data frame, or None once the connection has closed: aiohttp
+        has then closed it itself, with 1007 for invalid UTF-8 or 1009 for an
+        oversized frame, or dropped it (no Pong in time)."""
+        message = await self.receive()
+        if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+            data: str | bytes = message.data
+            return data
+        return None
+
+    async def send_data(self, frame: str | bytes) -> None:
+        if isinstance(frame, str):
+            await self.send_str(frame)
+        else:
+            await self.send_bytes(frame)
 
 
-def outbound(
-    ws: WebSocket, transport: asyncio.Transport, compression: bool
-) -> tuple[FrameSink | QueuedSink, asyncio.Task[None] | None]:
-    """The connection's outbound side, and the writer task it needs, if any."""
+class DirectSink(FrameSink):
+    """Uncompressed, aiohttp writes a frame synchronously: its send_str is a
+    coroutine only for compression and flow control, which the app does itself
+    (WS_MAX_PENDING_BYTES). So frames go straight through aiohttp's frame writer,
+    with no writer task per connection, and fan-out is one call per member."""
 
-    async def close(code: int, reason: str) -> None:
-        await ws.close(code=code, message=reason.encode())
+    __slots__ = ("_ws", "_write")
 
-    if not compression:
-        # Uncompressed, aiohttp writes a frame synchronously; its send_str is a
-        # coroutine only for compression and flow control, which the app does
-        # itself (WS_MAX_PENDING_BYTES). No writer task per connection: fan-out
-        # is one call per member. The writer is aiohttp's (pinned: 3.14.5).
-        writer = ws._writer
+    def __init__(
+        self,
+        ws: WebSocket,
+        transport: asyncio.Transport,
+        write: Callable[[bytes, int, int], None],
+    ) -> None:
+        super().__init__(transport)
+        self._ws = ws
+        self._write = write
 
-        def write_text(data: bytes) -> None:
-            writer._write_websocket_frame(data, WSMsgType.TEXT, 0)
+    def write_frame(self, utf8: bytes) -> None:
+        self._write(utf8, WSMsgType.TEXT, 0)
 
-        return FrameSink(write_text, transport, close), None
-    sink = QueuedSink(ws.send_str, close, transport.abort)
-    return sink, asyncio.create_task(_write(sink))
-
-
-async def _write(sink: QueuedSink) -> None:
-    """The writer task: the sink's frames, in order."""
-    # A client that left mid-send: the receive loop sees it too.
-    with contextlib.suppress(ConnectionResetError):
-        await sink.drain()
+    async def close_frame(self, code: int, reason: str) -> None:
+        await self._ws.close(code=code, message=reason.encode())
 
 
-# What runs on an accepted WebSocket: the app's protocol, or the echo.
-Conversation = Callable[[WebSocket, FrameSink | QueuedSink], Awaitable[None]]
+class WriterSink(QueuedSink):
+    """aiohttp's public send_str, through a writer task: with compression, or when
+    the frame writer's internals are not there."""
+
+    __slots__ = ("_ws", "_transport")
+
+    def __init__(self, ws: WebSocket, transport: asyncio.Transport) -> None:
+        super().__init__()
+        self._ws = ws
+        self._transport = transport
+
+    async def send_text(self, text: str) -> None:
+        await self._ws.send_str(text)
+
+    async def close_frame(self, code: int, reason: str) -> None:
+        await self._ws.close(code=code, message=reason.encode())
+
+    def abort(self) -> None:
+        self._transport.abort()
 
 
-def _response(
-    status: HTTPStatus,
-    content_type: str,
-    body: bytes,
-    extra_headers: Mapping[str, str] | None = None,
-) -> web.Response:
-    headers = {"Content-Type": content_type, "Cache-Control": "no-store"}
-    headers.update(extra_headers or {})
-    return web.Response(status=status, body=body, headers=headers)
+def outbound(ws: WebSocket, transport: asyncio.Transport, compression: bool) -> Sink:
+    """The fast path through aiohttp's frame writer (pinned: 3.14.5) after one
+    check that it is there; else the public API."""
+    write = getattr(getattr(ws, "_writer", None), "_write_websocket_frame", None)
+    if not compression and callable(write):
+        announce("aiohttp's frame writer, into the transport")
+        return DirectSink(ws, transport, write)
+    announce("aiohttp's send_str, through a writer task per connection")
+    return WriterSink(ws, transport)
 
 
-def _text(
-    status: HTTPStatus, extra_headers: Mapping[str, str] | None = None
-) -> web.Response:
-    body = f"{status.phrase}\n".encode()
-    return _response(status, "text/plain; charset=utf-8", body, extra_headers)
+def _response(answer: answers.Response) -> web.Response:
+    headers = {hdrs.CONTENT_TYPE: answer.content_type, **dict(answer.headers)}
+    return web.Response(status=answer.status, body=answer.body, headers=headers)
 
 
 class Server:
@@ -135,111 +160,48 @@ class Server:
         self.settings = settings
         self.app = App(settings)
         # Every open WebSocket's sink, to close on SIGTERM.
-        self._open: set[FrameSink | QueuedSink] = set()
+        self._open: set[Sink] = set()
 
     def application(self) -> web.Application:
         application = web.Application()
         application.cleanup_ctx.append(self._lifespan)
         application.on_shutdown.append(self._on_shutdown)
-        application.add_routes(
-            [
-                web.get("/healthz", self.healthz),
-                web.get("/", self.static),
-                web.get("/static/{name}", self.static),
-                web.get("/ws", self.conversation),
-            ]
-        )
-        if self.settings.echo_path is not None:
-            application.router.add_get(self.settings.echo_path, self.echo)
+        # Every request, whatever its path and method: the app decides.
+        application.router.add_route("*", "/{path:.*}", self.handle)
         return application
 
-    # ------------------------------------------------------------------ plain HTTP
-
-    async def healthz(self, request: web.Request) -> web.Response:
-        status, body = self.app.health()
-        return _response(status, "application/json", body)
-
-    async def static(self, request: web.Request) -> web.Response:
-        found = self.app.static.get(request.path)
-        if found is None:
-            return _response(*NOT_FOUND)
-        return _response(HTTPStatus.OK, *found)
-
-    # ------------------------------------------------------------------ WebSockets
-
-    async def conversation(self, request: web.Request) -> web.StreamResponse:
-        return await self._accept(request, self._converse)
-
-    async def echo(self, request: web.Request) -> web.StreamResponse:
-        return await self._accept(request, self._echo)
-
-    async def _accept(
-        self, request: web.Request, conversation: Conversation
-    ) -> web.StreamResponse:
-        """Admit the handshake, upgrade, and run ``conversation`` on the socket."""
-        ws = WebSocket(self.settings)
-        if not ws.can_prepare(request):
-            # A plain GET, or a broken handshake: say what this path speaks.
-            return _text(HTTPStatus.UPGRADE_REQUIRED, WEBSOCKET_ONLY)
-        refusal = self.app.admit(
-            request.headers.get(hdrs.ORIGIN), request.headers.get(hdrs.HOST)
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        upgrade = "websocket" in request.headers.get(hdrs.UPGRADE, "").lower()
+        if request.path not in self.app.socket_paths or not upgrade:
+            return _response(self.app.answer(request.method, request.path))
+        admitted = self.app.admit(
+            Handshake(
+                origin=request.headers.get(hdrs.ORIGIN),
+                host=request.headers.get(hdrs.HOST),
+                version=request.headers.get(hdrs.SEC_WEBSOCKET_VERSION),
+            )
         )
-        if refusal is not None:
-            return _text(refusal)
-        try:
-            await ws.prepare(request)
+        if isinstance(admitted, answers.Response):
+            return _response(admitted)
+        ws = WebSocket(self.settings)
+        with admitted:
+            await ws.prepare(request)  # a broken handshake raises HTTPBadRequest
             transport = request.transport
             if transport is None:
                 return ws  # the client left during the handshake
-            sink, writer = outbound(ws, transport, self.settings.compression)
-            self._open.add(sink)
-            if not self.app.accepting:  # SIGTERM came during the handshake
-                sink.close(WSCloseCode.GOING_AWAY, "server shutting down")
+            sink = outbound(ws, transport, self.settings.compression)
+            self._open.add(sink)  # also the echo's, to close it on SIGTERM
+            if not self.app.gate.accepting:  # SIGTERM came during the handshake
+                sink.close(GOING_AWAY, "server shutting down")
             try:
-                await conversation(ws, sink)
+                if request.path == self.settings.echo_path:
+                    await self.app.echo(ws.receive_data, ws.send_data)
+                else:
+                    await self.app.converse(sink, ws.receive_data)
             finally:
                 self._open.discard(sink)
-                if writer is not None:
-                    writer.cancel()
                 await sink.wait_closed()
-        finally:
-            self.app.release()
         return ws
-
-    async def _converse(self, ws: WebSocket, sink: FrameSink | QueuedSink) -> None:
-        session = self.app.session(sink)
-        log.debug("connection opened from %s", ws.get_extra_info("peername"))
-        try:
-            async for message in ws:
-                if sink.closing:
-                    break
-                if message.type is WSMsgType.TEXT:
-                    await session.handle(message.data)
-                elif message.type is WSMsgType.BINARY:
-                    sink.close(WSCloseCode.UNSUPPORTED_DATA, "binary frames refused")
-                # ERROR: aiohttp has closed the connection itself, with 1007 for
-                # invalid UTF-8 or 1009 for an oversized frame (or dropped it: no
-                # Pong in time); the loop ends.
-        except Exception:
-            log.exception("connection failed; closing it with 1011")
-            sink.close(WSCloseCode.INTERNAL_ERROR, "unexpected server error")
-        finally:
-            await session.end()
-            log.debug("connection closed: %s", ws.close_code)
-
-    async def _echo(self, ws: WebSocket, sink: FrameSink | QueuedSink) -> None:
-        """Every frame back as it came: for protocol conformance tests only. The
-        sink is not used to send here, only to close on shutdown."""
-        try:
-            async for message in ws:
-                if message.type is WSMsgType.TEXT:
-                    await ws.send_str(message.data)
-                elif message.type is WSMsgType.BINARY:
-                    await ws.send_bytes(message.data)
-        except ConnectionResetError:
-            pass  # closed while echoing: the client left or the server is stopping
-
-    # -------------------------------------------------------------- start and stop
 
     async def _lifespan(self, application: web.Application) -> AsyncIterator[None]:
         await self.app.start()
@@ -252,9 +214,9 @@ class Server:
     async def _on_shutdown(self, application: web.Application) -> None:
         # run_app has stopped listening (SIGTERM): every WebSocket goes away.
         log.info("shutting down: closing %d connections", len(self._open))
-        self.app.accepting = False
+        self.app.shutting_down()
         for sink in tuple(self._open):
-            sink.close(WSCloseCode.GOING_AWAY, "server shutting down")
+            sink.close(GOING_AWAY, "server shutting down")
 
 
 def main() -> None:
@@ -280,7 +242,3 @@ def main() -> None:
         # Logging says when the app listens; no banner on stdout.
         print=None,
     )
-
-
-if __name__ == "__main__":
-    main()

@@ -1,8 +1,8 @@
-"""The server, on the websockets library: the only module that knows the framework.
+"""The server, on the websockets library: the adapter between it and the app.
 
-It adapts websockets to the app's path, socket -> session -> hub -> broker, and
-back through each connection's non-blocking sink. Run it as the Procfile does:
-``python -m {{ cookiecutter.package_name }}.server``.
+websockets serves the HTTP requests and the WebSockets; this module turns each
+into a call on the app (app.py) and the app's answers back into websockets'
+objects. Run it as the Procfile does: ``python -m {{ cookiecutter.package_name }}``.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from http import HTTPStatus
 from urllib.parse import urlsplit
 
 from websockets.asyncio.server import ServerConnection, broadcast, serve
@@ -18,146 +17,102 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from . import web
+from .admission import Handshake, Slot
 from .app import App
-from .broker import Payload
 from .logs import configure
-from .protocol import INTERNAL_ERROR, UNSUPPORTED_DATA
+from .protocol import SERVICE_RESTART
 from .settings import Settings, load
-from .sink import CLOSE_TIMEOUT
-from .web import NOT_FOUND
+from .sink import CLOSE_TIMEOUT, FrameSink, announce
 
-# Named for the module, also when run as __main__ by the Procfile.
-log = logging.getLogger("{{ cookiecutter.package_name }}.server")
+log = logging.getLogger(__name__)
 
 # Heroku's router reaches the dyno on IPv4; 0.0.0.0 is every interface.
 HOST = "0.0.0.0"
 # The router gives up on a handshake after 30 s (H12); a client that opens TCP and
 # says nothing is dropped well before, so it cannot hold a file descriptor.
 OPEN_TIMEOUT = 10
-# On SIGTERM (deploys, restarts, daily cycling) clients are told to reconnect.
-SERVICE_RESTART = 1012
 
 
-class Sink:
-    """A connection's outbound side: frames go straight into the transport's write
-    buffer, as ``websockets.broadcast`` does, so fan-out never waits for a client;
-    the buffer's size is what the app bounds with WS_MAX_PENDING_BYTES."""
+class Sink(FrameSink):
+    """Frames go straight into the transport's write buffer through the library's
+    public ``broadcast``, so fan-out never waits for a client."""
 
-    __slots__ = ("_ws", "_closing")
+    __slots__ = ("_ws",)
 
     def __init__(self, ws: ServerConnection) -> None:
+        super().__init__(ws.transport)
         self._ws = ws
-        self._closing: asyncio.Task[None] | None = None
 
-    def send(self, payload: Payload) -> None:
-        broadcast((self._ws,), payload.utf8, text=True)
+    def write_frame(self, utf8: bytes) -> None:
+        broadcast((self._ws,), utf8, text=True)
 
-    def pending_bytes(self) -> int:
-        return self._ws.transport.get_write_buffer_size()
-
-    def close(self, code: int, reason: str) -> None:
-        if self._closing is None:
-            self._closing = asyncio.create_task(self._close(code, reason))
-
-    async def _close(self, code: int, reason: str) -> None:
-        # ws.close() first waits for the write buffer to drain, which a client that
-        # does not read never lets happen: past CLOSE_TIMEOUT, drop the TCP link.
-        try:
-            async with asyncio.timeout(CLOSE_TIMEOUT):
-                await self._ws.close(code, reason)
-        except TimeoutError:
-            self._ws.transport.abort()
+    async def close_frame(self, code: int, reason: str) -> None:
+        await self._ws.close(code, reason)
 
 
-def _response(status: HTTPStatus, content_type: str, body: bytes) -> Response:
+def _response(answer: web.Response, method: str) -> Response:
     headers = Headers(
         [
-            ("Content-Type", content_type),
-            ("Content-Length", str(len(body))),
-            ("Cache-Control", "no-store"),
+            ("Content-Type", answer.content_type),
+            ("Content-Length", str(len(answer.body))),
+            *answer.headers,
             ("Connection", "close"),  # websockets serves one request per connection
         ]
     )
-    return Response(status.value, status.phrase, headers, body)
+    # websockets writes whatever body it is given: HEAD's is left out here.
+    body = b"" if method == "HEAD" else answer.body
+    return Response(answer.status.value, answer.status.phrase, headers, body)
 
 
-def _text(status: HTTPStatus) -> Response:
-    return _response(status, "text/plain; charset=utf-8", f"{status.phrase}\n".encode())
+def _is_upgrade(request: Request) -> bool:
+    return "websocket" in request.headers.get("Upgrade", "").lower()
 
 
 class Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.app = App(settings)
-        self._socket_paths = {"/ws", settings.echo_path}
-        self._admitted: set[ServerConnection] = set()  # hold a connection slot
+        self._slots: dict[ServerConnection, Slot] = {}  # admitted, not yet handled
 
     def process_request(
         self, ws: ServerConnection, request: Request
     ) -> Response | None:
         path = urlsplit(request.path).path
-        if path in self._socket_paths:
-            refusal = self.app.admit(
-                request.headers.get("Origin"), request.headers.get("Host")
+        if path not in self.app.socket_paths or not _is_upgrade(request):
+            return _response(self.app.answer(request.method, path), request.method)
+        admitted = self.app.admit(
+            Handshake(
+                origin=request.headers.get("Origin"),
+                host=request.headers.get("Host"),
+                version=request.headers.get("Sec-WebSocket-Version"),
             )
-            if refusal is not None:
-                return _text(refusal)
-            self._admitted.add(ws)
-            return None  # websockets answers 426 to a request without Upgrade
-        if path == "/healthz":
-            status, body = self.app.health()
-            return _response(status, "application/json", body)
-        found = self.app.static.get(path)
-        if found is None:
-            return _response(*NOT_FOUND)
-        return _response(HTTPStatus.OK, *found)
+        )
+        if isinstance(admitted, web.Response):
+            return _response(admitted, request.method)
+        self._slots[ws] = admitted
+        return None  # websockets completes the handshake, or refuses a broken one
 
     def process_response(
         self, ws: ServerConnection, request: Request, response: Response
     ) -> None:
-        if (
-            response.status_code != HTTPStatus.SWITCHING_PROTOCOLS
-            and ws in self._admitted
-        ):
-            self._admitted.discard(ws)
-            self.app.release()
+        if response.status_code != 101 and ws in self._slots:
+            self._slots.pop(ws).release()  # the handler will not run
 
     async def handler(self, ws: ServerConnection) -> None:
+        async def receive() -> str | bytes | None:
+            try:
+                return await ws.recv()
+            except ConnectionClosed:  # also invalid UTF-8 (1007), oversized (1009)
+                return None
+
         # One coroutine per connection for the whole conversation: each one more
         # would hold a frame for every idle connection.
-        try:
+        with self._slots.pop(ws):
             if urlsplit(ws.request.path).path == self.settings.echo_path:
-                await self._echo(ws)
-                return
-            session = self.app.session(Sink(ws))
-            log.debug("connection opened from %s", ws.remote_address)
-            try:
-                async for frame in ws:
-                    if not isinstance(frame, str):
-                        await ws.close(
-                            UNSUPPORTED_DATA, "binary frames are not accepted"
-                        )
-                        break
-                    await session.handle(frame)
-            except ConnectionClosed:
-                pass  # invalid UTF-8 (1007) and oversized frames (1009) end up here
-            except Exception:
-                log.exception("connection failed; closing it with 1011")
-                await ws.close(INTERNAL_ERROR, "unexpected server error")
-            finally:
-                await session.end()
-                log.debug("connection closed: %s", ws.close_code)
-        finally:
-            self._admitted.discard(ws)
-            self.app.release()
-
-    async def _echo(self, ws: ServerConnection) -> None:
-        """Every frame back as it came: for protocol conformance tests only."""
-        try:
-            async for frame in ws:
-                await ws.send(frame)
-        except ConnectionClosed:
-            pass
+                await self.app.echo(receive, ws.send)
+            else:
+                await self.app.converse(Sink(ws), receive)
 
     async def run(self) -> None:
         settings = self.settings
@@ -183,9 +138,10 @@ class Server:
             close_timeout=CLOSE_TIMEOUT,
         ) as server:
             log.info("listening on %s:%d", HOST, settings.port)
+            announce("websockets' broadcast, into the transport")
             await stopping.wait()
             log.info("shutting down: closing %d connections", self.app.connections)
-            self.app.accepting = False
+            self.app.shutting_down()
             server.close(code=SERVICE_RESTART, reason="server restarting")
             await server.wait_closed()
         await self.app.stop()
@@ -196,7 +152,3 @@ def main() -> None:
     settings = load()
     configure(settings.log_level)
     asyncio.run(Server(settings).run())
-
-
-if __name__ == "__main__":
-    main()

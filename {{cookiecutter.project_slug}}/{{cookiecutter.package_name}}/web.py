@@ -1,18 +1,57 @@
-"""The plain-HTTP side of the app: health check, handshake admission, demo page.
+"""The plain-HTTP side of the app, decided once for every framework.
 
-Framework-independent decisions; each server module turns them into its
-framework's responses.
+``answer`` gives the response to any request that is not a WebSocket handshake,
+and ``refusal`` the one that turns a handshake away; a server module only copies
+a ``Response`` into its framework's own. So every variant answers the same
+request with the same status, ``Content-Type`` and ``Cache-Control``.
 """
 
 from __future__ import annotations
 
 import json
-import mimetypes
+from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
 from urllib.parse import urlsplit
 
 STATIC_DIR = Path(__file__).parent / "static"
+# By suffix, not from the mimetypes module: its answer for .js depends on the
+# Python version and the machine's /etc/mime.types.
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+}
+TEXT = "text/plain; charset=utf-8"
+# The demo page changes with every deploy and /healthz with every request:
+# neither a browser nor a proxy should keep a copy.
+NO_STORE = ("Cache-Control", "no-store")
+# Where WebSockets are served: a plain request there is told what it speaks
+# (RFC 6455, section 4.4).
+SPEAKS_WEBSOCKET = (("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13"))
+SAFE_METHODS = ("GET", "HEAD")
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: HTTPStatus
+    content_type: str
+    body: bytes
+    # Cache-Control and any other header besides Content-Type and Content-Length.
+    headers: tuple[tuple[str, str], ...] = (NO_STORE,)
+
+
+def text(status: HTTPStatus, *headers: tuple[str, str]) -> Response:
+    """A plain answer whose body is the status phrase."""
+    body = f"{status.phrase}\n".encode()
+    return Response(status, TEXT, body, (NO_STORE, *headers))
+
+
+NOT_FOUND = text(HTTPStatus.NOT_FOUND)
 
 
 def origin_allowed(
@@ -27,30 +66,29 @@ def origin_allowed(
     return "*" in allowed or origin in allowed
 
 
-def health_body(status: str, broker: str, connections: int) -> bytes:
-    return json.dumps(
-        {"status": status, "broker": broker, "connections": connections}
-    ).encode()
+def health(healthy: bool, broker: str, connections: int) -> Response:
+    status = HTTPStatus.OK if healthy else HTTPStatus.SERVICE_UNAVAILABLE
+    fields = {
+        "status": "ok" if healthy else "degraded",
+        "broker": broker,
+        "connections": connections,
+    }
+    return Response(status, "application/json", json.dumps(fields).encode())
 
 
 class StaticFiles:
     """The demo page and its assets, read once at start (a few KiB)."""
 
     def __init__(self, directory: Path = STATIC_DIR) -> None:
-        self._files: dict[str, tuple[str, bytes]] = {}
+        self._files: dict[str, Response] = {}
         if not directory.is_dir():
             return
-        for path in directory.iterdir():
-            content_type = mimetypes.guess_type(path.name)[0] or "text/plain"
-            if content_type.startswith("text/") or content_type.endswith("script"):
-                content_type += "; charset=utf-8"
-            self._files[f"/static/{path.name}"] = (content_type, path.read_bytes())
+        for path in sorted(directory.iterdir()):
+            content_type = CONTENT_TYPES.get(path.suffix, "application/octet-stream")
+            found = Response(HTTPStatus.OK, content_type, path.read_bytes())
+            self._files[f"/static/{path.name}"] = found
         if "/static/index.html" in self._files:
             self._files["/"] = self._files.pop("/static/index.html")
 
-    def get(self, path: str) -> tuple[str, bytes] | None:
-        """The content type and body served at this path, or None for a 404."""
+    def get(self, path: str) -> Response | None:
         return self._files.get(path)
-
-
-NOT_FOUND = (HTTPStatus.NOT_FOUND, "text/plain; charset=utf-8", b"Not found\n")

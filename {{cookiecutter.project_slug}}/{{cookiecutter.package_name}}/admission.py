@@ -1,0 +1,91 @@
+"""Which WebSocket handshakes this process takes, and the slot each one holds.
+
+A server module describes each handshake as a ``Handshake`` before it upgrades,
+and ``Gate.admit`` answers with the refusal to send instead, or a ``Slot``: the
+connection's place in WS_MAX_CONNECTIONS, given back when its ``with`` block
+ends, however the connection ends (also when the handshake never completes).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from http import HTTPStatus
+from types import TracebackType
+
+from .settings import Settings
+from .web import TEXT, Response, origin_allowed, text
+
+log = logging.getLogger(__name__)
+
+# RFC 6455 is version 13, the only one Heroku's router speaks; aiohttp alone would
+# also accept the hybi drafts 7 and 8. Refused as the websockets library refuses
+# it, which is what the fastapi and django variants send (uvicorn's handshake is
+# the library's, answered before the app sees the request): no Cache-Control.
+WEBSOCKET_VERSION = "13"
+
+
+def bad_version(version: str | None) -> Response:
+    body = (
+        "Failed to open a WebSocket connection: "
+        f"invalid Sec-WebSocket-Version header: {version}.\n"
+    )
+    return Response(HTTPStatus.BAD_REQUEST, TEXT, body.encode(), headers=())
+
+
+@dataclass(frozen=True, slots=True)
+class Handshake:
+    """What admission looks at, from the upgrade request's headers."""
+
+    origin: str | None
+    host: str | None
+    version: str | None
+
+
+class Slot:
+    """One admitted connection's place; ``with slot:`` gives it back at the end."""
+
+    __slots__ = ("_gate",)
+
+    def __init__(self, gate: Gate) -> None:
+        self._gate: Gate | None = gate
+
+    def __enter__(self) -> Slot:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Give the place back; a second call does nothing."""
+        if self._gate is not None:
+            self._gate.connections -= 1
+            self._gate = None
+
+
+class Gate:
+    def __init__(self, settings: Settings) -> None:
+        self._allowed_origins = settings.allowed_origins
+        self._max_connections = settings.max_connections
+        self.connections = 0  # open WebSockets plus handshakes admitted
+        self.accepting = True  # False from SIGTERM on
+
+    def admit(self, handshake: Handshake) -> Response | Slot:
+        """The refusal to answer the handshake with, or the slot it now holds."""
+        if handshake.version != WEBSOCKET_VERSION:
+            return bad_version(handshake.version)
+        if not origin_allowed(self._allowed_origins, handshake.origin, handshake.host):
+            log.info("handshake refused: origin %r not allowed", handshake.origin)
+            return text(HTTPStatus.FORBIDDEN)
+        if not self.accepting:
+            return text(HTTPStatus.SERVICE_UNAVAILABLE)
+        if self.connections >= self._max_connections:
+            log.warning("handshake refused: %d connections", self.connections)
+            return text(HTTPStatus.SERVICE_UNAVAILABLE)
+        self.connections += 1
+        return Slot(self)
