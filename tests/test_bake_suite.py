@@ -38,6 +38,31 @@ def test_bake_passes_its_quick_lane(cookies, answers):
     run_ok(python, "-m", "pytest", "-q", *quick, cwd=project, env=env, timeout=840)
 
 
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("framework", ["fastapi", "django"])
+def test_asgi_bake_passes_its_quick_lane_behind_a_send_wrapping_middleware(
+    cookies, framework
+):
+    """An outer ASGI middleware that wraps send (as Sentry or OpenTelemetry do)
+    hides uvicorn's own send from the app: its fast path gives way to the public
+    fallback, and the whole contract still holds (tests/asgi_send_wrapper/)."""
+    require_redis()
+    project = bake(cookies, framework=framework).project_path
+    python = cached_venv(project / "requirements-dev.txt")
+    env = {**venv_env(python), "TEST_WRAP_ASGI_SEND": "1"}
+    run_ok(
+        python,
+        "-m",
+        "pytest",
+        "-q",
+        "-m",
+        "not slow",
+        cwd=project,
+        env=env,
+        timeout=840,
+    )
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
 @pytest.mark.parametrize("framework", AVAILABLE)

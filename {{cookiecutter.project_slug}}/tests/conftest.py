@@ -37,6 +37,11 @@ SHUTDOWN_SECONDS = 25
 # Settings the suite controls: the caller's environment must not leak into an app.
 APP_VARIABLES = re.compile(r"^(PORT|REDIS_.*|WS_.*|LOG_LEVEL)$")
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+# TEST_WRAP_ASGI_SEND=1 (fastapi and django): every app runs behind an outer ASGI
+# middleware that wraps send, as Sentry or OpenTelemetry would, so the whole suite
+# checks the app's public fallback instead of its fast path to uvicorn's transport.
+WRAP_ASGI_SEND = os.environ.get("TEST_WRAP_ASGI_SEND") == "1"
+ASGI_SEND_WRAPPER = Path(__file__).resolve().parent / "asgi_send_wrapper"
 
 
 def _refuse_constant(name: str):
@@ -117,6 +122,12 @@ def app_environment(port: int, overrides: dict[str, str]) -> dict[str, str]:
     path = env.get("PATH", os.defpath)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), path])
     env["PORT"] = str(port)
+    if WRAP_ASGI_SEND:
+        if not ASGI_SEND_WRAPPER.is_dir():
+            pytest.fail("TEST_WRAP_ASGI_SEND=1 is for the fastapi and django variants")
+        # A test's own sitecustomize (test_faults.py), earlier on the path, wins.
+        paths = [overrides.pop("PYTHONPATH", ""), str(ASGI_SEND_WRAPPER)]
+        overrides = {**overrides, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
     env.update(overrides)
     return env
 

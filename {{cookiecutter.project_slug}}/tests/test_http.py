@@ -3,6 +3,7 @@
 import json
 import re
 import socket
+import time
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
@@ -233,3 +234,112 @@ def test_compression_when_enabled(shared_app, raw_ws, ws_client, new_room):
         "room": room,
         "data": {"text": "squeeze " * 100},
     }
+
+
+# ------------------------------------------- the same answer in every variant
+
+PLAIN = "text/plain; charset=utf-8"
+JSON = "application/json"
+HTML = "text/html; charset=utf-8"
+DEMO = DEMO_PAGE.exists()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "content_type", "cache_control"),
+    [
+        ("GET", "/healthz", 200, JSON, "no-store"),
+        ("HEAD", "/healthz", 200, JSON, "no-store"),
+        ("POST", "/healthz", 405, PLAIN, "no-store"),
+        ("GET", "/", 200 if DEMO else 404, HTML if DEMO else PLAIN, "no-store"),
+        ("HEAD", "/", 200 if DEMO else 404, HTML if DEMO else PLAIN, "no-store"),
+        (
+            "GET",
+            "/static/app.js",
+            200 if DEMO else 404,
+            "text/javascript; charset=utf-8" if DEMO else PLAIN,
+            "no-store",
+        ),
+        (
+            "GET",
+            "/static/style.css",
+            200 if DEMO else 404,
+            "text/css; charset=utf-8" if DEMO else PLAIN,
+            "no-store",
+        ),
+        ("GET", "/static/missing.js", 404, PLAIN, "no-store"),
+        ("GET", "/missing", 404, PLAIN, "no-store"),
+        ("DELETE", "/missing", 404, PLAIN, "no-store"),
+        ("GET", "/ws", 426, PLAIN, "no-store"),
+    ],
+    ids=lambda value: str(value).replace("; charset=utf-8", ""),
+)
+def test_every_variant_answers_alike(
+    memory_app, method, path, status, content_type, cache_control
+):
+    """Status, Content-Type and Cache-Control, exactly, whatever the framework;
+    HEAD gets GET's headers and no body."""
+    got, headers, body = memory_app.http(method, path)
+    assert (got, headers.get("content-type"), headers.get("cache-control")) == (
+        status,
+        content_type,
+        cache_control,
+    )
+    if method == "HEAD":
+        assert body == b""
+        _, get_headers, get_body = memory_app.http("GET", path)
+        assert headers.get("content-length") == str(len(get_body))
+    if status == 405:
+        assert headers.get("allow") == "GET, HEAD"
+    if status == 426:  # what the path speaks (RFC 6455, section 4.4)
+        assert headers.get("upgrade", "").lower() == "websocket"
+        assert headers.get("sec-websocket-version") == "13"
+
+
+@pytest.mark.parametrize("version", ["8", "7", "12", "14", ""])
+def test_websocket_version_other_than_13_is_refused(memory_app, raw_ws, version):
+    """Heroku's router speaks RFC 6455 (version 13) only: the hybi drafts, which
+    aiohttp alone would accept, are refused with 400 and never upgraded."""
+    status, headers, _ = raw_ws(memory_app, headers={"Sec-WebSocket-Version": version})
+    assert status == 400
+    assert headers.get("content-type") == PLAIN
+    assert "upgrade" not in headers.get("connection", "").lower()
+
+
+def test_handshake_on_another_path_is_404(memory_app, raw_ws):
+    status, headers, _ = raw_ws(memory_app, "/elsewhere")
+    assert (status, headers.get("content-type")) == (404, PLAIN)
+
+
+def _closed_by_server(sock: socket.socket, deadline: float) -> float | None:
+    """Seconds until the server closes ``sock`` (EOF or reset), None by deadline."""
+    started = time.monotonic()
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            if not sock.recv(4096):
+                return time.monotonic() - started
+        except TimeoutError:
+            return None
+        except ConnectionResetError:
+            return time.monotonic() - started
+    return None
+
+
+def test_request_head_not_complete_within_10_s_is_dropped(memory_app):
+    """A client that opens TCP and says nothing, and one that stops mid-head,
+    are both dropped after 10 s (slowloris), as the contract asks of every
+    variant; a complete request on the same server is still answered."""
+    silent = socket.create_connection(("127.0.0.1", memory_app.port))
+    partial = socket.create_connection(("127.0.0.1", memory_app.port))
+    partial.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    deadline = time.monotonic() + 15
+    try:
+        for sock in (silent, partial):
+            seconds = _closed_by_server(sock, deadline)
+            assert seconds is not None, "still open after 15 s"
+        # Not closed before the 10 s (2 s of slack for a loaded machine).
+        assert time.monotonic() - (deadline - 15) > 8
+    finally:
+        silent.close()
+        partial.close()
+    assert memory_app.healthz()[0] == 200

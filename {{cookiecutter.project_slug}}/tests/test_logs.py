@@ -1,5 +1,7 @@
 """Logs: one line per event on stdout, and never a secret."""
 
+from conftest import WRAP_ASGI_SEND
+
 PASSWORD = "s3cret"
 
 
@@ -43,3 +45,18 @@ def test_logs_go_to_stdout_one_line_per_event(start_app, raw_ws, ws_client):
     assert lines, "the app logged nothing"
     assert all(line.strip() for line in lines), "blank log lines"
     assert "Traceback" not in app.log()
+
+
+def test_the_way_out_is_logged_once(start_app, ws_client):
+    """Each process names, once, how frames leave for its clients: a fast path
+    on a library's internals, or the public fallback (TEST_WRAP_ASGI_SEND=1)."""
+    app = start_app()
+    for _ in range(3):
+        ws_client(app).assert_alive()
+    app.stop()
+    lines = [line for line in app.log().splitlines() if "frames to clients:" in line]
+    assert len(lines) == 1, lines
+    if WRAP_ASGI_SEND:
+        assert "ASGI send, through a writer task" in lines[0], lines
+    else:
+        assert "writer task" not in lines[0], lines

@@ -12,8 +12,11 @@ import os
 import secrets
 import sys
 import warnings
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import NoReturn
+
+from .web import CONTENT_TYPES, NO_STORE
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = PACKAGE_DIR.parent
@@ -117,6 +120,20 @@ STATIC_DIR = PACKAGE_DIR / "static"
 STATICFILES_DIRS = [STATIC_DIR] if STATIC_DIR.is_dir() else []
 STATIC_ROOT = PROJECT_DIR / "staticfiles"
 WHITENOISE_USE_FINDERS = True
+
+
+def _headers_of_every_variant(
+    headers: MutableMapping[str, str], path: str, url: str
+) -> None:
+    """The Content-Type and Cache-Control that every variant sends for a static
+    file (web.py), instead of WhiteNoise's quoted charset and 60 s of caching."""
+    suffix = Path(path).suffix
+    if suffix in CONTENT_TYPES:
+        headers["Content-Type"] = CONTENT_TYPES[suffix]
+    headers[NO_STORE[0]] = NO_STORE[1]
+
+
+WHITENOISE_ADD_HEADERS_FUNCTION = _headers_of_every_variant
 # Before collectstatic has run, STATIC_ROOT does not exist, which is expected here.
 warnings.filterwarnings("ignore", "No directory at", UserWarning)
 # WhiteNoise hands Django a file iterator that is not async, so under ASGI Django

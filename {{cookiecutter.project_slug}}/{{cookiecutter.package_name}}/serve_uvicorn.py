@@ -182,7 +182,9 @@ def outbound(send: ASGISend, server_send: object) -> Sink:
     protocol = getattr(server_send, "__self__", None)
     conn = getattr(protocol, "conn", None)
     transport = getattr(protocol, "transport", None)
-    if isinstance(conn, Protocol) and isinstance(transport, asyncio.WriteTransport):
+    # uvloop's transports do not subclass asyncio's: what the sink calls is checked.
+    writes = callable(getattr(transport, "get_write_buffer_size", None))
+    if isinstance(conn, Protocol) and writes:
         announce("uvicorn's websockets-sansio connection, into the transport")
         return DirectSink(conn, transport, send)
     announce("ASGI send, through a writer task per connection")

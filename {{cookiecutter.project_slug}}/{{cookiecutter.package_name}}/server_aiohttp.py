@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from aiohttp import WSMsgType, hdrs, web
 
@@ -36,12 +38,25 @@ KEEP_ALIVE = 95
 # After a restart every client reconnects within seconds (their backoff starts at
 # 0.5 s): a deeper accept queue than aiohttp's 128, like uvicorn's 2048.
 BACKLOG = 2048
-# On SIGTERM run_app stops listening and runs on_shutdown, which tells every
-# WebSocket to go away (each handler then ends within CLOSE_TIMEOUT). It waits this
-# long for the handlers, cancels their requests, waits as long again, cancels the
-# handlers, then runs App.stop(): about 2 x 10 s at worst, inside the 25 s the
-# app has before Heroku's SIGKILL at 30 s.
+# On SIGTERM the server stops listening and the runner runs on_shutdown, which
+# tells every WebSocket to go away (each handler then ends within CLOSE_TIMEOUT).
+# It waits this long for the handlers, cancels them, then runs App.stop(): well
+# inside the 25 s the app has before Heroku's SIGKILL at 30 s.
 SHUTDOWN_TIMEOUT = 10
+# A connection must send its first request head within this (the websockets
+# library's handshake timeout): aiohttp waits its keep-alive (95 s) for it, so a
+# client that opens TCP and stalls (slowloris) would hold a descriptor that long.
+REQUEST_HEAD_TIMEOUT = 10
+# Every connection's request handler.
+HANDLER_OPTIONS: dict[str, Any] = {
+    "keepalive_timeout": KEEP_ALIVE,
+    # Heroku's router logs every request already.
+    "access_log": None,
+    # aiohttp rounds WebSocket timers longer than this up to a whole second: a
+    # Ping up to 1 s late could pass the router's 55 s for a WS_PING_INTERVAL
+    # near it, so timers up to 55 s are kept exact.
+    "timeout_ceil_threshold": ROUTER_IDLE_SECONDS,
+}
 
 
 class WebSocket(web.WebSocketResponse):
@@ -150,6 +165,38 @@ def outbound(ws: WebSocket, transport: asyncio.Transport, compression: bool) -> 
     return WriterSink(ws, transport)
 
 
+class HeadTimeoutHandler(web.RequestHandler):
+    """aiohttp's request handler, closing a connection whose first request head
+    is not complete REQUEST_HEAD_TIMEOUT after it opened."""
+
+    __slots__ = ("_head_timer", "_head_tail")
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._head_tail = b""  # the last bytes seen, for a blank line cut in two
+        self._head_timer: asyncio.TimerHandle | None = (
+            asyncio.get_running_loop().call_later(REQUEST_HEAD_TIMEOUT, transport.close)
+        )
+
+    def data_received(self, data: bytes) -> None:
+        if self._head_timer is not None:
+            seen = self._head_tail + data
+            if b"\r\n\r\n" in seen:  # the blank line that ends a request head
+                self._stop_head_timer()
+            else:
+                self._head_tail = seen[-3:]
+        super().data_received(data)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+
 def _response(answer: answers.Response) -> web.Response:
     headers = {hdrs.CONTENT_TYPE: answer.content_type, **dict(answer.headers)}
     return web.Response(status=answer.status, body=answer.body, headers=headers)
@@ -205,18 +252,45 @@ class Server:
 
     async def _lifespan(self, application: web.Application) -> AsyncIterator[None]:
         await self.app.start()
-        # run_app binds the port as soon as the startup hooks return.
-        log.info("listening on %s:%d", HOST, self.settings.port)
         yield
         await self.app.stop()
-        log.info("stopped")
 
     async def _on_shutdown(self, application: web.Application) -> None:
-        # run_app has stopped listening (SIGTERM): every WebSocket goes away.
+        # The listener is closed (SIGTERM): every WebSocket goes away.
         log.info("shutting down: closing %d connections", len(self._open))
         self.app.shutting_down()
         for sink in tuple(self._open):
             sink.close(GOING_AWAY, "server shutting down")
+
+
+async def serve(settings: Settings) -> None:
+    """aiohttp's AppRunner with a listener of its own, whose connections get the
+    HeadTimeoutHandler; SIGTERM and SIGINT start the graceful shutdown."""
+    server = Server(settings)
+    runner = web.AppRunner(
+        server.application(), shutdown_timeout=SHUTDOWN_TIMEOUT, **HANDLER_OPTIONS
+    )
+    await runner.setup()  # runs the startup hooks: the app starts
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    manager = runner.server
+    assert manager is not None  # setup made it
+    listener = await loop.create_server(
+        lambda: HeadTimeoutHandler(manager, loop=loop, **HANDLER_OPTIONS),
+        HOST,
+        settings.port,
+        backlog=BACKLOG,
+        reuse_address=True,
+    )
+    log.info("listening on %s:%d", HOST, settings.port)
+    try:
+        await stopping.wait()
+    finally:
+        listener.close()  # no new connections; the open ones are closed below
+        await runner.cleanup()  # on_shutdown, the handlers, then App.stop()
+        log.info("stopped")
 
 
 def main() -> None:
@@ -224,21 +298,4 @@ def main() -> None:
     configure(settings.log_level)
     if settings.processes > 1:
         log.info("WEB_CONCURRENCY ignored: aiohttp serves from one process")
-    web.run_app(
-        Server(settings).application(),
-        host=HOST,
-        port=settings.port,
-        backlog=BACKLOG,
-        keepalive_timeout=KEEP_ALIVE,
-        shutdown_timeout=SHUTDOWN_TIMEOUT,
-        # SIGTERM and SIGINT start the graceful shutdown above.
-        handle_signals=True,
-        # aiohttp rounds WebSocket timers longer than this up to a whole second:
-        # a Ping up to 1 s late could pass the router's 55 s for a
-        # WS_PING_INTERVAL near it, so timers up to 55 s are kept exact.
-        timeout_ceil_threshold=ROUTER_IDLE_SECONDS,
-        # Heroku's router logs every request already.
-        access_log=None,
-        # Logging says when the app listens; no banner on stdout.
-        print=None,
-    )
+    asyncio.run(serve(settings))
