@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import math
+import statistics
+from collections.abc import Callable
 from pathlib import Path
+
+from results import (
+    E2E,
+    E2E_P99_LIMIT,
+    E2E_PRECISION,
+    Change,
+    Results,
+    ServerResults,
+    Step,
+    load,
+)
 
 from tooling import FRAMEWORKS
 
@@ -19,10 +31,9 @@ CLIENT_BOUND = 0.85
 OTHER_WORK = 0.1
 
 
-def write(data: dict, out: Path) -> None:
-    results = data["results"]
+def write(data: Results, out: Path) -> None:
     (out / "benchmarks.md").write_text(markdown(data))
-    chart(results, out / "benchmarks.png")
+    chart(data.results, out / "benchmarks.png")
 
 
 def ms(seconds: float | None) -> str:
@@ -42,16 +53,37 @@ def ratio(value: float | None, reference: float | None) -> str:
     return f"{value / reference:.2f}×"
 
 
-def names(results: dict) -> list[str]:
+def spread(values: list[float | None], show: Callable[[float | None], str]) -> str:
+    """The lowest and highest of the repeats' values, or one where they agree."""
+    present = [value for value in values if value is not None]
+    if not present:
+        return show(None)
+    low, high = show(min(present)), show(max(present))
+    return low if low == high else f"{low}–{high}"
+
+
+def names(results: dict[str, ServerResults]) -> list[str]:
     return [name for name in FRAMEWORKS + REFERENCES if name in results]
 
 
-def sizes(results: dict) -> list[str]:
-    found = {n for entry in results.values() for n in entry["sizes"]}
+def sizes(results: dict[str, ServerResults]) -> list[str]:
+    found = {n for entry in results.values() for n in entry.sizes}
     return sorted(found, key=int)
 
 
-def size_table(results: dict, n: str) -> list[str]:
+def p50(results: dict[str, ServerResults], name: str, n: str) -> float | None:
+    size = results[name].sizes.get(n) if name in results else None
+    return size.p50 if size else None
+
+
+def rss_per_connection(
+    results: dict[str, ServerResults], name: str, n: str
+) -> float | None:
+    size = results[name].sizes.get(n) if name in results else None
+    return size.rss_per_connection if size else None
+
+
+def size_table(results: dict[str, ServerResults], n: str) -> list[str]:
     rows = [
         f"### N = {int(n):,}",
         "",
@@ -66,31 +98,27 @@ def size_table(results: dict, n: str) -> list[str]:
         "| client CPU | rounds |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    refs = {
-        ref: results[ref]["sizes"].get(n, {}).get("p50")
-        for ref in REFERENCES
-        if ref in results
-    }
+    refs = {ref: p50(results, ref, n) for ref in REFERENCES}
     for name in names(results):
-        row = results[name]["sizes"].get(n)
+        row = results[name].sizes.get(n)
         if row is None:
             continue
-        bound = " ⚠" if row["client_cpu_max"] > CLIENT_BOUND else ""
-        rounds = len(row["completions"])
-        lost = f" ({row['lost']} lost)" if row["lost"] else ""
+        bound = " ⚠" if row.client_cpu_max > CLIENT_BOUND else ""
+        rounds = len(row.completions)
+        lost = f" ({row.lost} lost)" if row.lost else ""
         rows.append(
-            f"| {name} | {row['connect_rate']:,.0f} | {ms(row['p50'])} "
-            f"| {ms(row['p99'])} | {ratio(row['p50'], refs.get('LIMIT'))} "
-            f"| {ratio(row['p50'], refs.get('PEER'))} "
-            f"| {ratio(row['p50'], refs.get('PEER-DJANGO'))} "
-            f"| {row['rss_per_connection'] / KIB:.1f} "
-            f"| {row['rss_idle'] / MIB:,.0f} | {row['server_cpu']:.0%} "
-            f"| {row['client_cpu_max']:.0%}{bound} | {rounds}{lost} |"
+            f"| {name} | {row.connect_rate:,.0f} | {ms(row.p50)} "
+            f"| {ms(row.p99)} | {ratio(row.p50, refs['LIMIT'])} "
+            f"| {ratio(row.p50, refs['PEER'])} "
+            f"| {ratio(row.p50, refs['PEER-DJANGO'])} "
+            f"| {row.rss_per_connection / KIB:.1f} "
+            f"| {row.rss_idle / MIB:,.0f} | {row.server_cpu:.0%} "
+            f"| {row.client_cpu_max:.0%}{bound} | {rounds}{lost} |"
         )
     return rows
 
 
-def memory_table(results: dict) -> list[str]:
+def memory_table(results: dict[str, ServerResults]) -> list[str]:
     n = max(sizes(results), key=int)
     rows = [
         f"### Memory per idle connection at N = {int(n):,}, as ratios",
@@ -101,72 +129,137 @@ def memory_table(results: dict) -> list[str]:
         "|---|---:|---:|---:|---:|",
     ]
 
-    def per(name: str) -> float | None:
-        row = results.get(name, {}).get("sizes", {}).get(n)
-        return row and row["rss_per_connection"]
-
+    refs = {ref: rss_per_connection(results, ref, n) for ref in REFERENCES}
     for name in names(results):
-        mine = per(name)
+        mine = rss_per_connection(results, name, n)
         if mine is None:
             continue
         rows.append(
-            f"| {name} | {mine / KIB:.1f} | {ratio(mine, per('LIMIT'))} "
-            f"| {ratio(mine, per('PEER'))} | {ratio(mine, per('PEER-DJANGO'))} |"
+            f"| {name} | {mine / KIB:.1f} | {ratio(mine, refs['LIMIT'])} "
+            f"| {ratio(mine, refs['PEER'])} | {ratio(mine, refs['PEER-DJANGO'])} |"
         )
     return rows
 
 
-def e2e_table(results: dict) -> list[str]:
+def at_best(e2e: E2E, figure: Callable[[Step], float]) -> list[float | None]:
+    """A figure of each repeat's step at its highest sustained rate."""
+    return [figure(search.best) if search.best else None for search in e2e.searches]
+
+
+def mean_maximum(results: dict[str, ServerResults], name: str) -> float | None:
+    """The mean over the repeats of the deliveries a second at the highest
+    sustained rate: what the ratios compare."""
+    e2e = results[name].e2e if name in results else None
+    found = at_best(e2e, lambda step: step.delivered_per_second) if e2e else []
+    present = [value for value in found if value is not None]
+    return statistics.fmean(present) if present else None
+
+
+def e2e_table(results: dict[str, ServerResults]) -> list[str]:
+    first = next((r.e2e for r in results.values() if r.e2e), None)
+    if first is None:
+        return []
+    fixed = first.at_fixed_rate[0].publish_rate
     rows = [
         "## End-to-end latency through Redis",
         "",
         "A publisher connected to one server process publishes at a steady rate; "
         "the receivers are connected to a second process of the same server "
-        "sharing the Redis (LIMIT has no broker: one process). The rate rises "
-        "step by step until p99 passes 1 s or a message is missing. Max delivered: "
-        "the highest rate of message deliveries to clients with p99 within 1 s; "
-        "ratios are this row's over the reference's (above 1: more).",
+        "sharing the Redis (LIMIT has no broker: one process). A rate is "
+        f"sustained when every message arrives and p99 stays within "
+        f"{E2E_P99_LIMIT:g} s. Each of {len(first.searches)} repeats searches for "
+        "the highest sustained rate: up or down by a factor until one rate is "
+        "sustained and one is not, then bisecting until they are within "
+        f"{E2E_PRECISION:.0%} (a repeat starts from the previous one's rate). Then "
+        f"it measures the server idle, and at {fixed:g} publishes/s (below). Two "
+        "figures in a cell: the lowest and the highest of the repeats.",
         "",
-        "| server | processes | receivers | max delivered (msg/s) | publishes/s "
-        "| p50 (ms) | p99 (ms) | ×LIMIT | ×PEER | ×PEER-DJANGO | receiving server CPU "
-        "| client CPU | steps |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "### The highest sustained rate",
+        "",
+        "Max delivered: deliveries to clients per second at that rate; ratios: its "
+        "mean over the repeats, this row's over the reference's (above 1: more). "
+        "CPU: share of a core at that rate (the receiving server process; the "
+        "busiest client process).",
+        "",
+        "| server | processes | receivers | max publishes/s | max delivered (msg/s) "
+        "| ×LIMIT | ×PEER | ×PEER-DJANGO | receiving server CPU | client CPU "
+        "| steps |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    refs = {
-        ref: results[ref]["e2e"]["max_delivered_per_second"]
-        for ref in REFERENCES
-        if ref in results and "e2e" in results[ref]
-    }
+    refs = {ref: mean_maximum(results, ref) for ref in REFERENCES}
     for name in names(results):
-        e2e = results[name].get("e2e")
+        e2e = results[name].e2e
         if e2e is None:
             continue
-        best = e2e["at_best"] or {}
-        top = e2e["max_delivered_per_second"]
+        mean = mean_maximum(results, name)
         rows.append(
-            f"| {name} | {e2e['processes']} | {e2e['receivers']:,} "
-            f"| {top or 0:,.0f} | {best.get('publish_rate', 0):,.0f} "
-            f"| {ms(best.get('p50'))} | {ms(best.get('p99'))} "
-            f"| {ratio(top, refs.get('LIMIT'))} | {ratio(top, refs.get('PEER'))} "
-            f"| {ratio(top, refs.get('PEER-DJANGO'))} "
-            f"| {cpu(best.get('server_cpu'))} "
-            f"| {cpu(best.get('client_cpu_max'), client=True)} "
-            f"| {len(e2e['steps'])} |"
+            f"| {name} | {e2e.processes} | {e2e.receivers:,} "
+            f"| {spread(at_best(e2e, lambda s: s.publish_rate), count)} "
+            f"| {spread(at_best(e2e, lambda s: s.delivered_per_second), count)} "
+            f"| {ratio(mean, refs['LIMIT'])} | {ratio(mean, refs['PEER'])} "
+            f"| {ratio(mean, refs['PEER-DJANGO'])} "
+            f"| {spread(at_best(e2e, lambda s: s.server_cpu), cpu)} "
+            f"| {spread(at_best(e2e, lambda s: s.client_cpu_max), client_cpu)} "
+            f"| {' + '.join(str(len(search.steps)) for search in e2e.searches)} |"
+        )
+    rows += [
+        "",
+        f"### At {fixed:g} publishes/s, a rate every server sustains",
+        "",
+        f"{fixed * first.receivers:,.0f} deliveries a second. Idle: the server's "
+        "CPU (all its processes, share of a core) with its clients connected and "
+        "nothing published. CPU per delivery: all its processes' CPU time from the "
+        "first publish to the last receipt over the deliveries; above idle: less "
+        "what it spends idle in as long.",
+        "",
+        "| server | p50 (ms) | p99 (ms) | idle server CPU | CPU/delivery (µs) "
+        "| above idle (µs) | client CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name in names(results):
+        e2e = results[name].e2e
+        if e2e is None:
+            continue
+        steps = e2e.at_fixed_rate
+        rows.append(
+            f"| {name} | {spread([s.p50 for s in steps], ms)} "
+            f"| {spread([s.p99 for s in steps], ms)} "
+            f"| {spread(list(e2e.idle_cpu), idle)} "
+            f"| {spread([s.cpu_us_per_delivery for s in steps], tenths)} "
+            f"| {spread(e2e.cpu_us_above_idle, tenths)} "
+            f"| {spread([s.client_cpu_max for s in steps], client_cpu)} |"
         )
     return rows
 
 
-def slow_table(results: dict) -> list[str]:
-    any_slow = next((r["slow"] for r in results.values() if "slow" in r), None)
+def count(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.0f}"
+
+
+def tenths(value: float | None) -> str:
+    return "—" if value is None else f"{value:,.1f}"
+
+
+def idle(share: float | None) -> str:
+    """A share of one core, to a tenth of a percent: idle servers use little."""
+    return "—" if share is None else f"{share:.1%}"
+
+
+def client_cpu(share: float | None) -> str:
+    return cpu(share, client=True)
+
+
+def slow_table(results: dict[str, ServerResults]) -> list[str]:
+    any_slow = next((r.slow for r in results.values() if r.slow), None)
     if any_slow is None:
         return []
     rows = [
         "## A slow client",
         "",
-        f"{any_slow['receivers']:,} clients read everything; one more joins, sets "
-        f"a {any_slow['rcvbuf'] // KIB} KiB receive buffer and reads nothing while "
-        f"{any_slow['sent_to_slow'] / MIB:.1f} MiB of "
-        f"{any_slow['pad'] // KIB} KiB messages is broadcast. Ratio: the others' "
+        f"{any_slow.receivers:,} clients read everything; one more joins, sets "
+        f"a {any_slow.rcvbuf // KIB} KiB receive buffer and reads nothing while "
+        f"{any_slow.sent_to_slow / MIB:.1f} MiB of "
+        f"{any_slow.pad // KIB} KiB messages is broadcast. Ratio: the others' "
         "p50 completion with the slow client over without it (the target is 2×). "
         "RSS growth: the most the server's RSS rose above its level when the slow "
         "client joined. Then the slow client reads again: was it closed?",
@@ -176,28 +269,24 @@ def slow_table(results: dict) -> list[str]:
         "|---|---:|---:|---:|---:|---|",
     ]
     for name in names(results):
-        slow = results[name].get("slow")
+        slow = results[name].slow
         if slow is None:
             continue
         fate = "still open"
-        if slow["slow_closed"]:
-            code = slow["slow_close_code"]
+        if slow.slow_closed:
+            code = slow.slow_close_code
             fate = f"closed, code {code}" if code else "dropped (no close frame)"
-        growth = slow["rss_growth"]
+        growth = slow.rss_growth
         growth_mb = "—" if growth is None else f"{growth / MIB:.1f}"
         rows.append(
-            f"| {name} | {ms(slow['p50_without'])} | {ms(slow['p50_with'])} "
-            f"| {ratio(slow['p50_with'], slow['p50_without'])} | {growth_mb} "
+            f"| {name} | {ms(slow.p50_without)} | {ms(slow.p50_with)} "
+            f"| {ratio(slow.p50_with, slow.p50_without)} | {growth_mb} "
             f"| {fate} |"
         )
     return rows
 
 
-def p50(results: dict, name: str, n: str) -> float | None:
-    return results.get(name, {}).get("sizes", {}).get(n, {}).get("p50")
-
-
-def targets(results: dict) -> list[str]:
+def targets(results: dict[str, ServerResults]) -> list[str]:
     rows = ["## Targets", "", "| target | measured | met |", "|---|---|---|"]
 
     def add(target: str, measured: str, met: bool | None) -> None:
@@ -218,8 +307,8 @@ def targets(results: dict) -> list[str]:
         add(label, "; ".join(measured) or "—", met if measured else None)
 
     versus("websockets", "LIMIT", 1.2, "websockets: completion within 1.2× LIMIT")
-    row = results.get("websockets", {}).get("sizes", {})
-    per = [row[n]["rss_per_connection"] / KIB for n in sizes(results) if n in row]
+    found = [rss_per_connection(results, "websockets", n) for n in sizes(results)]
+    per = [value / KIB for value in found if value is not None]
     memory_met = all(value <= WEBSOCKETS_KIB for value in per) if per else None
     add(
         f"websockets: ≤ {WEBSOCKETS_KIB} KiB RSS per idle connection",
@@ -228,12 +317,14 @@ def targets(results: dict) -> list[str]:
     )
     versus("aiohttp", "LIMIT", 1.5, "aiohttp: completion within 1.5× LIMIT")
     versus("fastapi", "PEER", 1.0, "fastapi: completion no slower than PEER")
-    fast, peer = results.get("fastapi", {}), results.get("PEER", {})
-    pairs = [
-        (fast["sizes"][n]["rss_per_connection"], peer["sizes"][n]["rss_per_connection"])
+    both = [
+        (
+            rss_per_connection(results, "fastapi", n),
+            rss_per_connection(results, "PEER", n),
+        )
         for n in sizes(results)
-        if n in fast.get("sizes", {}) and n in peer.get("sizes", {})
     ]
+    pairs = [(a, b) for a, b in both if a is not None and b is not None]
     add(
         "fastapi: memory per connection ≤ PEER's",
         "; ".join(f"{a / KIB:.1f} vs {b / KIB:.1f} KiB" for a, b in pairs) or "—",
@@ -250,19 +341,19 @@ def targets(results: dict) -> list[str]:
         entry = results.get(name)
         if entry is None:
             continue
-        at = entry["sizes"].get("9000")
+        at = entry.sizes.get("9000")
         add(
             f"{name}: 9,000 idle connections within 512 MB",
-            f"{at['rss_idle'] / MIB:,.0f} MB" if at else "—",
-            at["rss_idle"] <= DYNO_BYTES if at else None,
+            f"{at.rss_idle / MIB:,.0f} MB" if at else "—",
+            at.rss_idle <= DYNO_BYTES if at else None,
         )
-        slow = entry.get("slow")
+        slow = entry.slow
         if slow:
-            closed = slow["slow_closed"]
-            within = slow["ratio"] is not None and slow["ratio"] <= 2
+            closed = slow.slow_closed
+            within = slow.ratio is not None and slow.ratio <= 2
             add(
                 f"{name}: slow client: others within 2×, memory bounded",
-                f"{slow['ratio'] or 0:.2f}×, +{(slow['rss_growth'] or 0) / MIB:.1f} MB,"
+                f"{slow.ratio or 0:.2f}×, +{(slow.rss_growth or 0) / MIB:.1f} MB,"
                 f" slow client {'closed' if closed else 'still open'}",
                 within and closed,
             )
@@ -287,31 +378,39 @@ WEBSOCKETS_MEMORY = (
 )
 
 
-def notes(data: dict) -> list[str]:
-    results = data["results"]
+def e2e_steps(entry: ServerResults) -> list[Step]:
+    """Every steady-rate step of the server's end-to-end phase."""
+    if entry.e2e is None:
+        return []
+    searched = [step for search in entry.e2e.searches for step in search.steps]
+    return searched + entry.e2e.at_fixed_rate
+
+
+def notes(data: Results) -> list[str]:
+    results = data.results
     bound = [
-        f"{name} at N={int(n):,} ({row['client_cpu_max']:.0%} of a core)"
+        f"{name} at N={int(n):,} ({row.client_cpu_max:.0%} of a core)"
         for name in names(results)
-        for n, row in results[name]["sizes"].items()
-        if row["client_cpu_max"] > CLIENT_BOUND
+        for n, row in results[name].sizes.items()
+        if row.client_cpu_max > CLIENT_BOUND
     ]
     bound += [
-        f"{name} connecting N={int(n):,} ({row['connect_client_cpu_max']:.0%})"
+        f"{name} connecting N={int(n):,} ({row.connect_client_cpu_max:.0%})"
         for name in names(results)
-        for n, row in results[name]["sizes"].items()
-        if row["connect_client_cpu_max"] > CLIENT_BOUND
+        for n, row in results[name].sizes.items()
+        if row.connect_client_cpu_max > CLIENT_BOUND
     ]
     bound += [
-        f"{name} end-to-end at {step['publish_rate']:,.0f} publishes/s "
-        f"({step['client_cpu_max']:.0%})"
+        f"{name} end-to-end at {step.publish_rate:,.1f} publishes/s "
+        f"({step.client_cpu_max:.0%})"
         for name in names(results)
-        for step in results[name].get("e2e", {}).get("steps", [])
-        if step["client_cpu_max"] > CLIENT_BOUND
+        for step in e2e_steps(results[name])
+        if step.client_cpu_max > CLIENT_BOUND
     ]
     loaded = [
-        f"{name} ({results[name]['other_work_cores']:.2f})"
+        f"{name} ({results[name].other_work_cores:.2f})"
         for name in names(results)
-        if results[name].get("other_work_cores", 0) >= OTHER_WORK
+        if results[name].other_work_cores >= OTHER_WORK
     ]
     rows = ["## Caveats from this run", ""]
     if bound:
@@ -352,10 +451,7 @@ CHANGE_SIZE = "5000"
 def changes() -> list[str]:
     """The generated apps before and after each measured change, from the figures
     the harness kept with --record (each file names the commit it baked)."""
-    runs = [
-        (path.stem, json.loads(path.read_text()))
-        for path in sorted(CHANGES.glob("*.json"))
-    ]
+    runs = [(path.stem, load(Change, path)) for path in sorted(CHANGES.glob("*.json"))]
     if not runs:
         return []
     rows = [
@@ -372,22 +468,22 @@ def changes() -> list[str]:
     for name, run in runs:
         cells = []
         for framework in FRAMEWORKS:
-            size = run["results"].get(framework, {}).get(CHANGE_SIZE)
+            size = run.results.get(framework, {}).get(CHANGE_SIZE)
             cells.append(
                 "—"
                 if size is None
-                else f"{ms(size['p50'])} / {ms(size['p99'])}; "
-                f"{size['rss_per_connection'] / 1024:.1f}"
+                else f"{ms(size.p50)} / {ms(size.p99)}; "
+                f"{size.rss_per_connection / KIB:.1f}"
             )
-        commit = run["commit"].split()[0]  # the hash; the name says what changed
+        commit = run.commit.split()[0]  # the hash; the name says what changed
         rows.append(f"| {name} | {commit} | " + " | ".join(cells) + " |")
     return rows
 
 
-def markdown(data: dict) -> str:
-    meta, results = data["meta"], data["results"]
-    box = meta["machine"]
-    cfg = meta["config"]
+def markdown(data: Results) -> str:
+    meta, results = data.meta, data.results
+    box = meta.machine
+    cfg = meta.config
     lines = [
         "# Benchmarks: fan-out speed and memory per connection",
         "",
@@ -395,29 +491,29 @@ def markdown(data: dict) -> str:
         "Rerun it to refresh this page and `benchmarks.png`.",
         "",
         "```sh",
-        meta["command"],
+        meta.command,
         "```",
         "",
-        f"- Run: {meta['date']}, {meta['seconds'] / 60:.1f} minutes; 1-minute load "
-        f"average {meta['load_before']:.2f} before, {meta['load_after']:.2f} after.",
-        f"- Machine: {box['cpu']}, {box['cores']} cores, "
-        f"{box['memory'] / 1024**3:.0f} GiB, Linux {box['kernel']}, "
-        f"Python {box['python']}, redis-server {box['redis']} on loopback.",
-        f"- Sizes N: {', '.join(f'{n:,}' for n in cfg['sizes'])}; "
-        f"{cfg['rounds']} broadcast rounds each, one at a time with "
-        f"{meta['round_pause'] * 1000:.0f} ms between them; chat-sized messages (a "
+        f"- Run: {meta.date}, {meta.seconds / 60:.1f} minutes; 1-minute load "
+        f"average {meta.load_before:.2f} before, {meta.load_after:.2f} after.",
+        f"- Machine: {box.cpu}, {box.cores} cores, "
+        f"{box.memory / 1024**3:.0f} GiB, Linux {box.kernel}, "
+        f"Python {box.python}, redis-server {box.redis} on loopback.",
+        f"- Sizes N: {', '.join(f'{n:,}' for n in cfg.sizes)}; "
+        f"{cfg.rounds} broadcast rounds each, one at a time with "
+        f"{meta.round_pause * 1000:.0f} ms between them; chat-sized messages (a "
         "sequence number and a timestamp); compression off everywhere; one server "
         "process (WEB_CONCURRENCY=1), started fresh for each server and size; "
         "every other setting at its default.",
         "- Clients: bench/client.py processes (uvloop, WebSocket by hand), at most "
-        f"{meta['per_client_process']:,} sockets each, at most "
-        f"{meta['connect_window']} handshakes in flight in all; their CPU is "
-        f"measured. They share the {box['cores']} cores with the servers and "
+        f"{meta.per_client_process:,} sockets each, at most "
+        f"{meta.connect_window} handshakes in flight in all; their CPU is "
+        f"measured. They share the {box.cores} cores with the servers and "
         "Redis.",
         "- App settings changed from the defaults: WS_MAX_CONNECTIONS is N + 1 "
         "when N reaches the default (the publisher is one more connection); the "
         "publishing process of the end-to-end and slow-client runs gets "
-        + ", ".join(f"{key}={value}" for key, value in meta["fast"].items())
+        + ", ".join(f"{key}={value}" for key, value in meta.fast.items())
         + " (a benchmark publishes faster than a person).",
         "",
         "| server | what it is | versions |",
@@ -433,7 +529,7 @@ def markdown(data: dict) -> str:
         "PEER-DJANGO": "Channels + channels_redis RedisPubSubChannelLayer, uvicorn",
     }
     for name in names(results):
-        lines.append(f"| {name} | {what[name]} | {results[name]['versions']} |")
+        lines.append(f"| {name} | {what[name]} | {results[name].versions} |")
     lines += ["", "![completion and memory](benchmarks.png)", ""]
     lines += ["## Broadcast to N clients on one process", ""]
     for n in sizes(results):
@@ -448,7 +544,7 @@ def markdown(data: dict) -> str:
     return "\n".join(lines)
 
 
-def chart(results: dict, path: Path) -> None:
+def chart(results: dict[str, ServerResults], path: Path) -> None:
     if not sizes(results):
         return  # a run of other phases only: nothing to draw
     import matplotlib
@@ -460,11 +556,9 @@ def chart(results: dict, path: Path) -> None:
     figure, (left, right) = pyplot.subplots(1, 2, figsize=(11, 4.2))
     for name in names(results):
         points = [
-            (int(n), row["p50"] * 1000)
-            for n, row in sorted(
-                results[name]["sizes"].items(), key=lambda i: int(i[0])
-            )
-            if row["p50"]
+            (int(n), row.p50 * 1000)
+            for n, row in sorted(results[name].sizes.items(), key=lambda i: int(i[0]))
+            if row.p50
         ]
         if points:
             style = "--" if name in REFERENCES else "-"
@@ -477,10 +571,8 @@ def chart(results: dict, path: Path) -> None:
     left.grid(True, which="both", alpha=0.3)
     left.legend(fontsize=8)
     largest = max(sizes(results), key=int)
-    labels = [name for name in names(results) if largest in results[name]["sizes"]]
-    values = [
-        results[name]["sizes"][largest]["rss_per_connection"] / KIB for name in labels
-    ]
+    labels = [name for name in names(results) if largest in results[name].sizes]
+    values = [results[name].sizes[largest].rss_per_connection / KIB for name in labels]
     colors = ["tab:gray" if name in REFERENCES else "tab:blue" for name in labels]
     right.bar(labels, values, color=colors)
     right.set_ylabel("RSS per idle connection (KiB)")

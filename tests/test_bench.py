@@ -1,21 +1,194 @@
-"""The benchmark harness's quick lane (issue 5): it runs end to end, and the order
-that holds by a wide margin even at N = 300 on a busy 2-core machine holds.
+"""The benchmark harness: its search and its result files (default lane), and its
+quick lane (issue 5, slow lane): it runs end to end, and the order that holds by a
+wide margin even at N = 300 on a busy 2-core machine holds.
 
 No timing thresholds: the figures themselves belong in docs/benchmarks.md.
 """
 
+from __future__ import annotations
+
+import asyncio
+import dataclasses
 import json
 import sys
+from pathlib import Path
 
+import harness
 import pytest
-from support import ROOT, require_redis, run_ok
+import report
+from results import (
+    E2E,
+    E2E_PRECISION,
+    Change,
+    Config,
+    Machine,
+    Meta,
+    Results,
+    Search,
+    ServerResults,
+    Size,
+    Slow,
+    Step,
+    dump,
+    load,
+)
+from support import AVAILABLE, ROOT, require_redis, run_ok
 
-SERVERS = ["websockets", "fastapi", "aiohttp", "django", "LIMIT", "PEER", "PEER-DJANGO"]
-FRAMEWORKS = SERVERS[:4]
+SERVERS = [*AVAILABLE, *report.REFERENCES]
+
+
+def step(rate: float, sustained: bool = True, receivers: int = 100) -> Step:
+    """A steady-rate step at this rate, sustained or not (p99 of 2 s)."""
+    sent = round(rate)
+    return Step(
+        publish_rate=rate,
+        sent=sent,
+        publish_seconds=1.0,
+        expected=sent * receivers,
+        delivered=sent * receivers,
+        delivered_per_second=rate * receivers,
+        p50=0.01,
+        p99=0.02 if sustained else 2.0,
+        load=0.5,
+        client_cpu_max=0.3,
+        server_cpu=0.4,
+        server_cpu_seconds=sent * receivers * 30e-6,
+        seconds=1.25,
+    )
+
+
+def searched(start: float, factor: float, steps: int, limit: float) -> Search:
+    """harness.search against a server that sustains every rate up to limit."""
+
+    async def measure(rate: float) -> Step:
+        return step(rate, sustained=rate <= limit)
+
+    return asyncio.run(harness.search(measure, start, factor, steps))
+
+
+@pytest.mark.parametrize("start", [20, 1000], ids=["up", "down"])
+def test_search_ends_within_the_precision_of_the_limit(start):
+    found = searched(start, factor=2, steps=20, limit=137)
+    assert found.best is not None
+    best = found.best.publish_rate
+    failed = min(s.publish_rate for s in found.steps if not s.sustained)
+    assert best <= 137 < failed <= best * (1 + E2E_PRECISION) * (1 + 1e-9)
+    # Bisection, not a sweep in steps of the precision.
+    assert len(found.steps) <= 9, [s.publish_rate for s in found.steps]
+
+
+def test_search_from_a_good_start_takes_few_steps():
+    """A repeat starts at the rate the previous one found, in precision steps."""
+    found = searched(130, factor=1 + E2E_PRECISION, steps=20, limit=137)
+    assert [s.publish_rate for s in found.steps] == [130, 143]
+
+
+def test_search_gives_up_when_nothing_is_sustained():
+    found = searched(20, factor=2, steps=20, limit=0.1)
+    assert found.best is None
+    assert found.steps[-1].publish_rate >= harness.E2E_MIN_RATE
+
+
+def test_search_stops_at_its_step_budget():
+    assert len(searched(20, factor=2, steps=3, limit=1e9).steps) == 3
+
+
+def sample() -> Results:
+    """A small run of every phase, with two repeats that disagree."""
+    size = Size(
+        completions=[0.02, 0.03],
+        lost=0,
+        n=300,
+        client_processes=2,
+        connect_seconds=0.1,
+        join_seconds=0.05,
+        connect_client_cpu_max=0.2,
+        rss_before=10_000_000,
+        rss_idle=15_000_000,
+        rss_after_rounds=15_500_000,
+        server_cpu=0.3,
+        client_cpu_max=0.1,
+        client_cpu_total=0.2,
+        load=0.5,
+    )
+    e2e = E2E(
+        receivers=100,
+        processes=2,
+        searches=[
+            Search([step(20), step(40), step(80, sustained=False), step(56.6)]),
+            Search([step(56.6), step(62.2, sustained=False)]),
+        ],
+        idle_cpu=[0.001, 0.0016],
+        at_fixed_rate=[
+            step(5),
+            dataclasses.replace(step(5), server_cpu_seconds=2.5e-3),
+        ],
+    )
+    slow = Slow(
+        receivers=20,
+        pad=60000,
+        rcvbuf=4096,
+        sent_to_slow=8_400_000,
+        p50_without=0.004,
+        p50_with=0.005,
+        lost=0,
+        rss_start=20_000_000,
+        rss_series=[20_500_000, 21_000_000],
+        slow_closed=True,
+        slow_close_code=1013,
+        slow_bytes_received=1_000_000,
+    )
+    meta = Meta(
+        command="python3 bench/run.py --quick",
+        date="2026-12-01 00:00 UTC",
+        machine=Machine("CPU", 2, 2**34, "6.1", "3.11.7", "7.0.15"),
+        config=harness.QUICK,
+        load_before=0.5,
+        per_client_process=3000,
+        connect_window=64,
+        round_pause=0.05,
+        fast={"WS_RATE_LIMIT": "1000000"},
+        seconds=90.0,
+        load_after=0.6,
+    )
+    entry = ServerResults("websockets 17.4", 0.5, {"300": size}, e2e, slow, 0.01)
+    return Results(meta, {name: entry for name in SERVERS})
+
+
+def test_results_load_as_they_were_written(tmp_path):
+    written = sample()
+    dump(written, tmp_path / "results.json")
+    loaded = load(Results, tmp_path / "results.json")
+    assert loaded == written
+    assert isinstance(loaded.meta.config, Config)
+    assert isinstance(loaded.meta.config.sizes, tuple)
+
+
+def test_report_shows_the_repeats_and_cpu_per_delivery():
+    doc = report.markdown(sample())
+    rates = doc.split("### The highest sustained rate", 1)[1].split("\n##")[0]
+    # Highest sustained rate per repeat: 56.6 both times; 4 steps, then 2.
+    row = "| websockets | 2 | 100 | 57 | 5,660 | 1.00× | 1.00× | 1.00× | 40% | 30% "
+    assert f"{row}| 4 + 2 |" in rates, rates
+    fixed = doc.split("### At 5 publishes/s", 1)[1].split("\n##")[0]
+    # 500 deliveries of 30 µs each, then 2.5 ms of CPU for as many: 5 µs each;
+    # less 1.25 s idle at 0.1 % and 0.16 % of a core: 27.5 and 1 µs.
+    row = "| websockets | 10.0 | 20.0 | 0.1%–0.2% | 5.0–30.0 | 1.0–27.5 | 30% |"
+    assert row in fixed, fixed
+
+
+@pytest.mark.parametrize(
+    "path", sorted((ROOT / "bench" / "changes").glob("*.json")), ids=lambda p: p.stem
+)
+def test_recorded_changes_load_whole_and_render(path: Path):
+    change = load(Change, path)
+    assert dataclasses.asdict(change) == json.loads(path.read_text())
+    rows = [row for row in report.changes() if row.startswith(f"| {path.stem} |")]
+    assert len(rows) == 1 and rows[0].count(" / ") == len(AVAILABLE), rows
 
 
 @pytest.fixture(scope="module")
-def quick():
+def quick() -> tuple[Results, Path]:
     """One quick run for the module: its results and its output folder."""
     require_redis()
     out = ROOT / "build" / "bench" / "quick"
@@ -23,27 +196,34 @@ def quick():
     raw.unlink(missing_ok=True)
     # About 1.5 min on 2 cores; the first run also builds the servers' venvs.
     run_ok(sys.executable, "bench/run.py", "--quick", cwd=ROOT, timeout=840)
-    return json.loads(raw.read_text()), out
+    return load(Results, raw), out
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_quick_lane_measures_every_server(quick):
-    """Every server connected all its clients, delivered every round, and got
-    through the end-to-end sweep and the slow-client phase; doc and chart exist."""
+    """Every server connected all its clients, delivered every round, sustained
+    the first rate of each repeat's search and the fixed rate, and got through
+    the slow-client phase; doc and chart exist."""
     data, out = quick
-    results = data["results"]
-    assert sorted(results) == sorted(SERVERS)
-    for name, entry in results.items():
-        (size,) = entry["sizes"].values()
-        rounds = data["meta"]["config"]["rounds"]
-        assert size["lost"] == 0 and len(size["completions"]) == rounds, name
-        assert size["rss_per_connection"] > 0, name
-        first = entry["e2e"]["steps"][0]
-        assert first["delivered"] == first["expected"], (name, first)
-        assert entry["slow"]["lost"] == 0, name
+    cfg = data.meta.config
+    assert sorted(data.results) == sorted(SERVERS)
+    for name, entry in data.results.items():
+        (size,) = entry.sizes.values()
+        assert size.lost == 0 and len(size.completions) == cfg.rounds, name
+        assert size.rss_per_connection > 0, name
+        e2e = entry.e2e
+        assert e2e and len(e2e.searches) == len(e2e.at_fixed_rate) == cfg.e2e_repeats
+        first, again = e2e.searches[:2]
+        assert first.steps[0].sustained, (name, first.steps[0])
+        # The second repeat starts where the first ended.
+        assert first.best and again.steps[0].publish_rate == first.best.publish_rate
+        for fixed in e2e.at_fixed_rate:
+            assert fixed.sustained and (fixed.cpu_us_per_delivery or 0) > 0, fixed
+        assert entry.slow and entry.slow.lost == 0, name
     doc = (out / "benchmarks.md").read_text()
     assert all(f"| {name} |" in doc for name in SERVERS)
+    assert "| above idle (µs) |" in doc
     assert (out / "benchmarks.png").read_bytes().startswith(b"\x89PNG")
 
 
@@ -54,17 +234,17 @@ def test_quick_lane_keeps_the_robust_order(quick):
     times slower than the websockets and django variants (one subscription per
     process), even at N = 300; and every variant closes the client that reads
     nothing with 1013, while its memory stays bounded."""
-    results = quick[0]["results"]
+    results = quick[0].results
 
-    def p50(name):
-        (size,) = results[name]["sizes"].values()
-        return size["p50"]
+    def p50(name: str) -> float | None:
+        (size,) = results[name].sizes.values()
+        return size.p50
 
-    assert p50("PEER-DJANGO") > p50("websockets")
-    assert p50("PEER-DJANGO") > p50("django")
-    for name in FRAMEWORKS:
-        slow = results[name]["slow"]
-        assert slow["slow_closed"] and slow["slow_close_code"] == 1013, (name, slow)
+    assert (p50("PEER-DJANGO") or 0) > (p50("websockets") or 0)
+    assert (p50("PEER-DJANGO") or 0) > (p50("django") or 0)
+    for name in AVAILABLE:
+        slow = results[name].slow
+        assert slow and slow.slow_closed and slow.slow_close_code == 1013, (name, slow)
         # Bounded: far less than the stream the slow client left unread (LIMIT,
         # which buffers it all, grows by about two thirds of it).
-        assert slow["rss_growth"] < slow["sent_to_slow"] / 3, (name, slow)
+        assert (slow.rss_growth or 0) < slow.sent_to_slow / 3, (name, slow)
