@@ -33,6 +33,7 @@ TEST_TOOLS = [
     "pytest-cookies==0.7.0",
     "pytest-timeout==2.4.0",
     "ruff==0.17.5",
+    "mypy==2.4.1",
     # Drives Debian's chromium for the demo page's test (it downloads no browser).
     "playwright==1.65.2",
 ]

@@ -24,6 +24,7 @@ import socket
 import struct
 import sys
 import time
+from typing import Any, cast
 
 # Latency histogram: bucket b holds latencies in [1.02**b, 1.02**(b+1)) microseconds,
 # a 2 % resolution that merges across processes exactly (percentiles do not).
@@ -39,9 +40,9 @@ class Worker:
         self.publisher: Client | None = None
         self.slow: Client | None = None
         # seq -> [receipts, last receipt time]
-        self.received: dict[int, list] = {}
+        self.received: dict[int, list[float]] = {}
         self.histogram: dict[int, int] = {}
-        self.waiters: dict[int, asyncio.Future] = {}
+        self.waiters: dict[int, asyncio.Future[None]] = {}
 
     def on_message(self, client: Client, payload: bytes, now: float) -> None:
         if client is not self.publisher and client is not self.slow:
@@ -102,19 +103,20 @@ class Client(asyncio.Protocol):
             f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
             "Sec-WebSocket-Version: 13\r\n\r\n"
         ).encode()
-        self.transport: asyncio.Transport | None = None
+        self.transport: asyncio.Transport  # from connection_made, before any use
         self.buffer = bytearray()
         self.upgraded = False
         loop = asyncio.get_running_loop()
-        self.opened = loop.create_future()
+        self.opened: asyncio.Future[None] = loop.create_future()
         self.replies: asyncio.Queue[bytes] = asyncio.Queue()
-        self.closed = loop.create_future()
+        self.closed: asyncio.Future[int | None] = loop.create_future()
         self.close_code: int | None = None
         self.bytes_received = 0
 
-    def connection_made(self, transport: asyncio.Transport) -> None:
-        self.transport = transport
-        transport.write(self.request)
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # A stream's: create_connection makes a read-write transport.
+        self.transport = cast(asyncio.Transport, transport)
+        self.transport.write(self.request)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.opened.done():
@@ -206,20 +208,27 @@ def cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def connected(client: Client | None) -> Client:
+    """The publisher or the slow client, once a command has connected it."""
+    if client is None:
+        raise RuntimeError("not connected: the harness sends connect or slow first")
+    return client
+
+
 def publish_text(app: bool, seq: int, pad: str) -> str:
     data = {"seq": seq, "t": time.monotonic(), "pad": pad}
     kind = "publish" if app else "message"
     return json.dumps({"type": kind, "room": ROOM, "data": data}, separators=(",", ":"))
 
 
-async def handle(worker: Worker, cmd: dict) -> dict:
+async def handle(worker: Worker, cmd: dict[str, Any]) -> dict[str, Any]:
     """One command from the harness; its answer."""
     name = cmd["cmd"]
     if name == "connect":
         return await connect(worker, cmd)
     if name == "publish":
         text = publish_text(cmd["app"], cmd["seq"], cmd.get("pad", ""))
-        worker.publisher.send_text(text)
+        connected(worker.publisher).send_text(text)
         return {"t": number(text.encode(), b'"t":')}
     if name == "rate":
         return await publish_at_rate(worker, cmd)
@@ -243,13 +252,13 @@ async def handle(worker: Worker, cmd: dict) -> dict:
         return await check_slow(worker)
     if name == "close":
         for client in [*worker.clients, worker.publisher, worker.slow]:
-            if client is not None and client.transport is not None:
+            if client is not None:  # every client here has its transport
                 client.transport.abort()
         return {"closed": True}
     raise ValueError(f"unknown command {name}")
 
 
-async def connect(worker: Worker, cmd: dict) -> dict:
+async def connect(worker: Worker, cmd: dict[str, Any]) -> dict[str, Any]:
     """Open ``count`` connections, at most ``window`` handshakes in flight, then
     join them to the room when ``join`` (the apps; the references need none)."""
     host, port, path = cmd["host"], cmd["port"], cmd["path"]
@@ -281,7 +290,7 @@ async def connect(worker: Worker, cmd: dict) -> dict:
     }
 
 
-async def await_seq(worker: Worker, seq: int, within: float) -> dict:
+async def await_seq(worker: Worker, seq: int, within: float) -> dict[str, Any]:
     """Once every client here has message ``seq`` (or timeout): count, last time."""
     entry = worker.received.get(seq)
     if entry is None or entry[0] < len(worker.clients):
@@ -294,21 +303,22 @@ async def await_seq(worker: Worker, seq: int, within: float) -> dict:
     return {"count": entry[0], "last": entry[1]}
 
 
-async def publish_at_rate(worker: Worker, cmd: dict) -> dict:
+async def publish_at_rate(worker: Worker, cmd: dict[str, Any]) -> dict[str, Any]:
     """Publish ``rate`` messages per second for ``seconds``, on a fixed schedule
     (a late send does not shift the ones after it), numbered from ``seq``."""
     rate, seconds, seq = cmd["rate"], cmd["seconds"], cmd["seq"]
+    publisher = connected(worker.publisher)
     count = max(1, round(rate * seconds))
     started = time.monotonic()
     for i in range(count):
         delay = started + i / rate - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        worker.publisher.send_text(publish_text(cmd["app"], seq + i, ""))
+        publisher.send_text(publish_text(cmd["app"], seq + i, ""))
     return {"started": started, "sent": count, "ended": time.monotonic()}
 
 
-async def open_slow(worker: Worker, cmd: dict) -> dict:
+async def open_slow(worker: Worker, cmd: dict[str, Any]) -> dict[str, Any]:
     """A client that joins and then reads nothing: a phone in a tunnel."""
     client = await open_client(
         worker, cmd["host"], cmd["port"], cmd["path"], rcvbuf=cmd["rcvbuf"]
@@ -320,9 +330,9 @@ async def open_slow(worker: Worker, cmd: dict) -> dict:
     return {"ok": True}
 
 
-async def check_slow(worker: Worker) -> dict:
+async def check_slow(worker: Worker) -> dict[str, Any]:
     """Read again: did the server close the slow client, and with which code?"""
-    client = worker.slow
+    client = connected(worker.slow)
     client.transport.resume_reading()
     try:
         # Whatever the server buffered arrives in well under this on loopback.

@@ -267,7 +267,7 @@ def load(kind: type[T], path: Path) -> T:
 def convert(kind: Any, value: Any) -> Any:
     """The JSON value ``value`` as the annotated type ``kind`` (a dataclass, a
     list, tuple or dict of one, an optional one, or a plain JSON type)."""
-    if dataclasses.is_dataclass(kind):
+    if isinstance(kind, type) and dataclasses.is_dataclass(kind):
         hints = typing.get_type_hints(kind)
         return kind(
             **{

@@ -46,9 +46,9 @@ Regenerate with `python3 dev.py reliability` (about 7 minutes); do not edit by h
 """
 
 
-def load(report: Path) -> dict[str, dict]:
+def load(report: Path) -> dict[str, dict[str, str]]:
     """{test name: {"result": ..., figure name: value, ...}} in the report's order."""
-    tests: dict[str, dict] = {}
+    tests: dict[str, dict[str, str]] = {}
     for case in ET.parse(report).getroot().iter("testcase"):
         module = case.get("classname", "").rpartition(".")[2]
         name = case.get("name", "")
@@ -57,7 +57,7 @@ def load(report: Path) -> dict[str, dict]:
         figures = {"result": "FAILED" if failed else "skipped" if skipped else "passed"}
         figures["test time (s)"] = f"{float(case.get('time', 0)):.1f}"
         for prop in case.iter("property"):
-            figures[prop.get("name")] = prop.get("value")
+            figures[prop.get("name", "")] = prop.get("value", "")
         tests[f"{module}::{name}"] = figures
     return tests
 

@@ -21,7 +21,7 @@ PACKAGE = "{package}"  # filled in by plan()
 
 # Each path (``{package}`` filled in) is kept only when every answer named is one
 # of the values listed.
-KEEP_WHEN = {
+KEEP_WHEN: dict[str, dict[str, tuple[str, ...]]] = {
     "{package}/static": {"include_demo": ("True",)},
     **{f"{PACKAGE}/server_{name}.py": {"framework": (name,)} for name in FRAMEWORKS},
     "{package}/serve_uvicorn.py": {"framework": ("fastapi", "django")},

@@ -9,15 +9,19 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
 # Shared with dev.py and the benchmarks; pythonpath (pyproject.toml) finds it.
-from tooling import COOKIECUTTER_JSON, FRAMEWORKS, ROOT, activated
-from tooling import cached_venv as cached_venv  # for the bake suite
+# The `as` names are the tests' to import from here.
+from tooling import COOKIECUTTER_JSON as COOKIECUTTER_JSON
+from tooling import FRAMEWORKS, activated
+from tooling import ROOT as ROOT
+from tooling import cached_venv as cached_venv
 
 # The slow lane's junit reports, one per framework: docs/reliability.md's source.
 FIGURES = ROOT / "build" / "reliability"
@@ -34,6 +38,7 @@ NO_REDIS = (
 def load_source(path: Path) -> ModuleType:
     """Import a Python file by path (the hooks: their Jinja is in string literals)."""
     spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec and spec.loader, f"{path} is not a Python file"
     module = importlib.util.module_from_spec(spec)
     # No __pycache__ in hooks/, which is template source, or in docs/.
     sys.dont_write_bytecode, before = True, sys.dont_write_bytecode
@@ -50,11 +55,11 @@ POST_GEN = load_source(ROOT / "hooks" / "post_gen_project.py")
 AVAILABLE = FRAMEWORKS
 
 
-def variant_id(answers: dict) -> str:
+def variant_id(answers: dict[str, object]) -> str:
     """`websockets-py3.13-demo`; the answers not given are left out; {} is default."""
     parts = []
     if "framework" in answers:
-        parts.append(answers["framework"])
+        parts.append(str(answers["framework"]))
     if "python_version" in answers:
         parts.append(f"py{answers['python_version']}")
     if "include_demo" in answers:
@@ -63,7 +68,7 @@ def variant_id(answers: dict) -> str:
 
 
 # The default answers, then the full product of the options that work.
-VARIANTS = [{}] + [
+VARIANTS: list[dict[str, object]] = [{}] + [
     {"framework": framework, "python_version": version, "include_demo": demo}
     for framework, version, demo in itertools.product(
         AVAILABLE, COOKIECUTTER_JSON["python_version"], (True, False)
@@ -71,7 +76,11 @@ VARIANTS = [{}] + [
 ]
 
 
-def try_bake(cookies, **answers):
+# pytest-cookies' `cookies` fixture and the bake results it returns are Any: the
+# package has no type information.
+
+
+def try_bake(cookies: Any, **answers: object) -> Any:
     """Bake with these answers; refuse a key that is not a question.
 
     cookiecutter silently ignores unknown extra-context keys, so a typo would
@@ -85,7 +94,7 @@ def try_bake(cookies, **answers):
     return result
 
 
-def bake(cookies, **answers):
+def bake(cookies: Any, **answers: object) -> Any:
     """Bake these answers and require success; the result has `.seconds`."""
     result = try_bake(cookies, **answers)
     assert result.exit_code == 0, f"bake {answers} failed: {result.exception!r}"
@@ -93,7 +102,7 @@ def bake(cookies, **answers):
     return result
 
 
-def answers_of(result) -> dict:
+def answers_of(result: Any) -> dict[str, Any]:
     """Every answer the bake used, the defaults and derived ones included."""
     return dict(result.context)
 
@@ -119,7 +128,12 @@ def tool(name: str) -> str:
     return found
 
 
-def run(*command, cwd: Path, env=None, timeout: float = 60):
+def run(
+    *command: object,
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [str(part) for part in command],
         cwd=cwd,
@@ -134,7 +148,13 @@ def tail(text: str, lines: int = 60) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def run_ok(*command, cwd: Path, env=None, timeout: float = 60, lines: int = 100):
+def run_ok(
+    *command: object,
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60,
+    lines: int = 100,
+) -> subprocess.CompletedProcess[str]:
     """Run a command; unless it exits 0, fail with the end of its output only."""
     done = run(*command, cwd=cwd, env=env, timeout=timeout)
     if done.returncode:

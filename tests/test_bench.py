@@ -234,7 +234,7 @@ def test_quick_lane_keeps_the_robust_order(quick):
     times slower than the websockets and django variants (one subscription per
     process), even at N = 300; and every variant closes the client that reads
     nothing with 1013, while its memory stays bounded."""
-    results = quick[0].results
+    results: dict[str, ServerResults] = quick[0].results
 
     def p50(name: str) -> float | None:
         (size,) = results[name].sizes.values()

@@ -55,7 +55,9 @@ def chromium() -> str:
     return found
 
 
-def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 15) -> None:
+def wait_for_port(
+    port: int, process: subprocess.Popen[bytes], timeout: float = 15
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert process.poll() is None, "the app exited at start"
@@ -75,7 +77,7 @@ class Server:
         self.project = project
         self.env = venv_env(python) | {"PORT": str(port)}
         self.port = port
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.process = subprocess.Popen(
@@ -242,7 +244,7 @@ class Front(Proxy):
     ) -> list[tuple[float, int, int]]:
         """The first ``count`` handshakes that arrived after ``since``."""
 
-        def later():
+        def later() -> list[tuple[float, int, int]]:
             return [shake for shake in self.handshakes if shake[0] > since]
 
         with self.changed:
@@ -259,8 +261,10 @@ def redis_url():
         return
     require_redis()
     port = free_port()
+    binary = shutil.which("redis-server")
+    assert binary, "no redis-server on PATH"
     server = subprocess.Popen(
-        [shutil.which("redis-server"), "--bind", "127.0.0.1", "--port", str(port)]
+        [binary, "--bind", "127.0.0.1", "--port", str(port)]
         + ["--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
     )
@@ -280,7 +284,7 @@ def baked_demo(cookies_session) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def demo(baked_demo):
+def demo(baked_demo: tuple[Path, Path]):
     server = Server(*baked_demo, free_port())
     server.start()
     yield server
@@ -391,7 +395,7 @@ def test_reconnect_backoff_doubles_with_jitter_and_resets(browser, demo):
 
 
 def test_page_fails_over_to_a_second_process_with_backoff(
-    browser, baked_demo, redis_url
+    browser, baked_demo: tuple[Path, Path], redis_url
 ):
     """Two processes of one bake share Redis behind a front that routes around a
     stopped one. SIGTERM the first: the page backs off (0.5 s jittered, doubling)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from typing import Any
 
 import pytest
 from support import ROOT
@@ -45,9 +46,10 @@ def test_second_run_makes_no_pip_call(tmp_path, monkeypatch):
     assert calls == ["-m venv", "-m pip"]
 
 
-def get_json(url: str) -> dict:
+def get_json(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(url, timeout=2) as response:
-        return json.load(response)
+        found: dict[str, Any] = json.load(response)
+        return found
 
 
 @pytest.mark.slow

@@ -30,7 +30,7 @@ REFUSALS = [
 ]  # fmt: skip
 
 
-def answers(**changes):
+def answers(**changes: str) -> dict[str, str]:
     return {**GOOD, "framework": AVAILABLE[0], **changes}
 
 
@@ -109,7 +109,9 @@ def test_plan_keeps_only_the_chosen_variant(framework, demo):
     others.remove(f"pkg/server_{framework}.py")
     # Files only some frameworks use.
     if framework not in ("fastapi", "django"):
-        others.add("pkg/serve_uvicorn.py")
+        others |= {"pkg/serve_uvicorn.py", "tests/asgi_send_wrapper"}
+    if framework == "websockets":
+        others.add("pkg/queued_sink.py")
     if framework != "django":
         others |= {"pkg/django_settings.py", "manage.py"}
     assert set(remove) == others | (set() if demo else {"pkg/static"})

@@ -9,13 +9,19 @@ from support import COOKIECUTTER_JSON, QUESTIONS, ROOT, run, run_ok, tool
 COMMANDS = ["python3 dev.py demo", "python3 dev.py test"]
 
 
-# dev.py, hooks/ and tests/: the root pyproject.toml excludes the app source.
+# The template's own code: the root pyproject.toml excludes the app source.
 def test_template_code_passes_ruff_check():
     run_ok(tool("ruff"), "check", "--no-cache", ".", cwd=ROOT)
 
 
 def test_template_code_is_ruff_formatted():
     run_ok(tool("ruff"), "format", "--diff", "--no-cache", ".", cwd=ROOT)
+
+
+# The files and the settings: [tool.mypy] in pyproject.toml.
+@pytest.mark.timeout(300)
+def test_template_code_passes_mypy():
+    run_ok(tool("mypy"), cwd=ROOT, timeout=240)
 
 
 def test_every_question_has_a_prompt():

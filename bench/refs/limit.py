@@ -5,12 +5,12 @@ Python does on this machine, the bound every variant is measured against."""
 import asyncio
 import os
 
-from websockets.asyncio.server import broadcast, serve
+from websockets.asyncio.server import ServerConnection, broadcast, serve
 
-CONNECTIONS = set()
+CONNECTIONS: set[ServerConnection] = set()
 
 
-async def relay(ws):
+async def relay(ws: ServerConnection) -> None:
     CONNECTIONS.add(ws)
     try:
         async for message in ws:
@@ -19,7 +19,7 @@ async def relay(ws):
         CONNECTIONS.discard(ws)
 
 
-async def main():
+async def main() -> None:
     # Compression off, as in every variant's default (and every run here).
     async with serve(relay, "127.0.0.1", int(os.environ["PORT"]), compression=None):
         await asyncio.get_running_loop().create_future()

@@ -8,16 +8,18 @@ through ``lifespan``, the form Starlette 1.x accepts.
 
 import contextlib
 import os
+from collections.abc import AsyncIterator
 
 import anyio
 from broadcaster import Broadcast
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket
 
 broadcast = Broadcast(os.environ["REDIS_URL"])
 
 
-async def chatroom_ws(websocket):
+async def chatroom_ws(websocket: WebSocket) -> None:
     await websocket.accept()
 
     async with anyio.create_task_group() as task_group:
@@ -30,19 +32,19 @@ async def chatroom_ws(websocket):
         await chatroom_ws_sender(websocket)
 
 
-async def chatroom_ws_receiver(websocket):
+async def chatroom_ws_receiver(websocket: WebSocket) -> None:
     async for message in websocket.iter_text():
         await broadcast.publish(channel="chatroom", message=message)
 
 
-async def chatroom_ws_sender(websocket):
+async def chatroom_ws_sender(websocket: WebSocket) -> None:
     async with broadcast.subscribe(channel="chatroom") as subscriber:
         async for event in subscriber:
             await websocket.send_text(event.message)
 
 
 @contextlib.asynccontextmanager
-async def lifespan(app):
+async def lifespan(app: Starlette) -> AsyncIterator[None]:
     await broadcast.connect()
     yield
     await broadcast.disconnect()

@@ -30,20 +30,23 @@ from django.urls import path  # noqa: E402
 GROUP = "chatroom"
 
 
-class ChatConsumer(AsyncWebsocketConsumer):
-    async def connect(self):
+# Any to mypy, which runs where Channels is not installed: no base to check against.
+class ChatConsumer(AsyncWebsocketConsumer):  # type: ignore[misc]
+    async def connect(self) -> None:
         await self.channel_layer.group_add(GROUP, self.channel_name)
         await self.accept()
 
-    async def disconnect(self, close_code):
+    async def disconnect(self, close_code: int) -> None:
         await self.channel_layer.group_discard(GROUP, self.channel_name)
 
-    async def receive(self, text_data=None, bytes_data=None):
+    async def receive(
+        self, text_data: str | None = None, bytes_data: bytes | None = None
+    ) -> None:
         await self.channel_layer.group_send(
             GROUP, {"type": "chat.message", "text": text_data}
         )
 
-    async def chat_message(self, event):
+    async def chat_message(self, event: dict[str, str]) -> None:
         await self.send(text_data=event["text"])
 
 
