@@ -11,6 +11,7 @@ from support import (
     ROOT,
     answers_of,
     bake,
+    cached_venv,
     run_ok,
     text_files,
     tool,
@@ -72,6 +73,15 @@ def test_ruff_check_is_clean(baked):
 
 def test_ruff_format_is_clean(baked):
     run_ok(tool("ruff"), "format", "--diff", "--no-cache", ".", cwd=baked.project_path)
+
+
+@pytest.mark.timeout(600)
+def test_mypy_is_clean(baked):
+    """Strict, with the bake's own pyproject.toml (its exceptions named there),
+    against the bake's dependencies and for the Python version it targets."""
+    project = baked.project_path
+    python = cached_venv(project / "requirements-dev.txt")
+    run_ok(python, "-m", "mypy", "--no-incremental", cwd=project, timeout=300)
 
 
 def test_only_the_chosen_variant_remains(baked):

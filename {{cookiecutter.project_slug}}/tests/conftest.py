@@ -229,8 +229,11 @@ class RedisServer:
                 command, stdout=out, stderr=subprocess.STDOUT
             )
 
+        process, port = self.process, self.port
+        assert port is not None  # a server of our own
+
         def ready():
-            if self.process.poll() is not None:
+            if process.poll() is not None:
                 output = log.read_text()
                 if self.tls and "tls" in output.lower():
                     pytest.fail(
@@ -240,7 +243,7 @@ class RedisServer:
                         f":\n{output}"
                     )
                 pytest.fail(f"redis-server exited at start:\n{output}")
-            return port_open(self.port)
+            return port_open(port)
 
         wait_until(ready, 10, f"redis-server on port {self.port}")
 
@@ -254,7 +257,9 @@ class RedisServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(5)
-        wait_until(lambda: not port_open(self.port), 5, "redis-server's port to close")
+        port = self.port
+        assert port is not None  # a server of our own
+        wait_until(lambda: not port_open(port), 5, "redis-server's port to close")
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ import asyncio
 import json
 import sys
 import time
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.frames import Close, Frame, Opcode
@@ -69,6 +70,7 @@ async def open_one(
                 reply = json.loads(await ws.recv())
             if reply != {"type": "joined", "room": room}:
                 raise RuntimeError(f"join {room}: {reply}")
+        assert isinstance(ws, Watched)  # create_connection=Watched above
         return ws
 
 
@@ -104,7 +106,8 @@ async def main(url: str, count: int, rooms: list[str]) -> int:
 
     closed = asyncio.gather(*(ws.wait_closed() for ws in connections))
     gave_up = asyncio.ensure_future(stdin_closed())
-    await asyncio.wait([closed, gave_up], return_when=asyncio.FIRST_COMPLETED)
+    either: list[asyncio.Future[Any]] = [closed, gave_up]
+    await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
     say({"closes": [[ws.frame_code, ws.frame_time] for ws in connections]})
     gave_up.cancel()
     if not closed.done():

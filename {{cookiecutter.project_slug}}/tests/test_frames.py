@@ -161,15 +161,17 @@ class IdleCuttingProxy:
                 time.monotonic() - t < self.idle for t in last_bytes_from.values()
             ):
                 for key, _ in selector.select(timeout=0.02):
+                    ready = key.fileobj
+                    assert isinstance(ready, socket.socket)  # registered above
                     try:
-                        data = key.fileobj.recv(65536)
-                        peer[key.fileobj].sendall(data)
+                        data = ready.recv(65536)
+                        peer[ready].sendall(data)
                     except OSError:
                         data = b""
                     if not data:
                         last_bytes_from.clear()  # one side closed: close both
                         break
-                    last_bytes_from[key.fileobj] = time.monotonic()
+                    last_bytes_from[ready] = time.monotonic()
                 if not last_bytes_from:
                     break
         for sock in peer:

@@ -119,15 +119,17 @@ class StalledSockets:
                 # 0.1 s: the poll interval for the stop flag, and the precision of
                 # the closing times noted.
                 for key, _ in selector.select(timeout=0.1):
+                    sock = key.fileobj
+                    assert isinstance(sock, socket.socket)  # registered above
                     try:
-                        data = key.fileobj.recv(4096)
+                        data = sock.recv(4096)
                     except OSError:
                         data = b""
                     if data:  # an answer (a 400 or 408, say) before closing
                         self.answers[key.data] += data
                         continue
                     self.closed_after[key.data] = time.monotonic() - self.opened
-                    selector.unregister(key.fileobj)
+                    selector.unregister(sock)
 
     def held(self) -> float:
         return time.monotonic() - self.opened
@@ -241,7 +243,8 @@ def fragmented_message(app, raw_ws, new_room) -> None:
         {"type": "published", "room": room, "ref": "frag"},
         {"type": "message", "room": room, "data": "café ✓"},
     ]
-    pongs, texts = [], []
+    pongs: list[bytes] = []
+    texts: list[object] = []
     while len(texts) < len(expected):
         opcode, payload = ws.recv_frame(DELIVERY_SECONDS)
         if opcode == PONG:

@@ -108,6 +108,7 @@ class LoadClients:
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self) -> None:
+        assert self.process.stdout is not None  # stdout=PIPE
         for line in self.process.stdout:
             self.lines.put(json.loads(line))
         self.lines.put(None)  # the process ended

@@ -67,7 +67,8 @@ class MemoryWatch:
 def flood(publisher, readers, room: str) -> dict:
     """Publish FLOOD_MESSAGES stamped with their send time; every reader must
     receive every one, in order. Returns latency figures over all deliveries."""
-    arrivals = [[] for _ in readers]
+    # Per reader: (arrival time, message frame) for each message.
+    arrivals: list[list[tuple[float, dict]]] = [[] for _ in readers]
 
     def read(client, into):
         while len(into) < FLOOD_MESSAGES:

@@ -70,6 +70,7 @@ class App:
         GET's, body included: each server module sends its headers alone."""
         if path in self.socket_paths:
             return text(HTTPStatus.UPGRADE_REQUIRED, *SPEAKS_WEBSOCKET)
+        found: Response | None
         if path == "/healthz":
             found = health(self.node.healthy, self.node.broker_kind, self.connections)
         else:

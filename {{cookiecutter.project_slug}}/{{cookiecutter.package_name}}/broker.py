@@ -255,7 +255,7 @@ class RedisBroker:
             finally:
                 self.healthy = False
                 self._fail_pending()
-                await _quietly(pubsub.aclose())
+                await _quietly(pubsub.aclose())  # type: ignore[no-untyped-call]
                 await _quietly(client.aclose())
             attempt += 1
             delay = random.uniform(0, min(RETRY_CAP, RETRY_FIRST * 2 ** (attempt - 1)))

@@ -96,7 +96,7 @@ ROOT_URLCONF = "{{ cookiecutter.package_name }}.server"
 ASGI_APPLICATION = "{{ cookiecutter.package_name }}.server.application"
 
 # No database: rooms live in the broker, and nothing is stored.
-DATABASES = {}
+DATABASES: dict[str, dict[str, str]] = {}
 
 # No CHANNEL_LAYERS: the app's own broker carries the fan-out (broker.py, hub.py),
 # one Redis subscription per room and process, each message handed to the members'

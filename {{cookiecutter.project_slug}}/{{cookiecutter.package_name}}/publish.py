@@ -43,7 +43,7 @@ def publish(
     options = redis_options(settings, url)
     with redis.Redis.from_url(url, **options) as client:
         channel = f"{settings.channel_prefix}:{room}"
-        return client.publish(channel, protocol.message(room, data))
+        return int(client.publish(channel, protocol.message(room, data)))
 
 
 def main(argv: list[str] | None = None) -> int:

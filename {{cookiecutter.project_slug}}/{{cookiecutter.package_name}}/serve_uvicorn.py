@@ -43,10 +43,6 @@ KEEP_ALIVE = 95
 # On SIGTERM uvicorn closes every WebSocket with 1012 and waits this long for the
 # handlers; well inside the 30 s before Heroku's SIGKILL.
 GRACEFUL_SHUTDOWN = 20
-# A connection must send its first request head within this (the websockets
-# library's handshake timeout): uvicorn arms no timer before a first request, so a
-# client that opens TCP and stalls (slowloris) would hold a descriptor for ever.
-REQUEST_HEAD_TIMEOUT = 10
 # The methods of uvicorn's (pinned: 0.54.0) httptools protocol that the timer hooks.
 HEAD_HOOKS = ("connection_made", "on_headers_complete", "connection_lost")
 # uvicorn 0.54 logs as errors what is none: a denial response (403, 503) ends the
@@ -184,7 +180,7 @@ def outbound(send: ASGISend, server_send: object) -> Sink:
     transport = getattr(protocol, "transport", None)
     # uvloop's transports do not subclass asyncio's: what the sink calls is checked.
     writes = callable(getattr(transport, "get_write_buffer_size", None))
-    if isinstance(conn, Protocol) and writes:
+    if isinstance(conn, Protocol) and transport is not None and writes:
         announce("uvicorn's websockets-sansio connection, into the transport")
         return DirectSink(conn, transport, send)
     announce("ASGI send, through a writer task per connection")
@@ -196,28 +192,26 @@ def outbound(send: ASGISend, server_send: object) -> Sink:
 
 class HeadTimeoutProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol, closing a connection whose first request head
-    is not complete REQUEST_HEAD_TIMEOUT after it opened."""
+    is not complete within web.REQUEST_HEAD_TIMEOUT."""
 
-    _head_timer: asyncio.TimerHandle | None = None
+    _head: web.HeadTimer | None = None
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+    # Narrower than asyncio's BaseTransport, as uvicorn's own signature is.
+    def connection_made(  # type: ignore[override]
+        self, transport: asyncio.Transport
+    ) -> None:
         super().connection_made(transport)
-        self._head_timer = asyncio.get_running_loop().call_later(
-            REQUEST_HEAD_TIMEOUT, transport.close
-        )
+        self._head = web.HeadTimer(transport)
 
     def on_headers_complete(self) -> None:
-        self._stop_head_timer()
+        if self._head is not None:
+            self._head.stop()
         super().on_headers_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_head_timer()
+        if self._head is not None:
+            self._head.stop()
         super().connection_lost(exc)
-
-    def _stop_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
 
 
 def http_protocol() -> type[asyncio.Protocol] | str:

@@ -43,10 +43,6 @@ BACKLOG = 2048
 # It waits this long for the handlers, cancels them, then runs App.stop(): well
 # inside the 25 s the app has before Heroku's SIGKILL at 30 s.
 SHUTDOWN_TIMEOUT = 10
-# A connection must send its first request head within this (the websockets
-# library's handshake timeout): aiohttp waits its keep-alive (95 s) for it, so a
-# client that opens TCP and stalls (slowloris) would hold a descriptor that long.
-REQUEST_HEAD_TIMEOUT = 10
 # Every connection's request handler.
 HANDLER_OPTIONS: dict[str, Any] = {
     "keepalive_timeout": KEEP_ALIVE,
@@ -167,34 +163,29 @@ def outbound(ws: WebSocket, transport: asyncio.Transport, compression: bool) -> 
 
 class HeadTimeoutHandler(web.RequestHandler):
     """aiohttp's request handler, closing a connection whose first request head
-    is not complete REQUEST_HEAD_TIMEOUT after it opened."""
+    is not complete within web.REQUEST_HEAD_TIMEOUT (aiohttp waits its keep-alive)."""
 
-    __slots__ = ("_head_timer", "_head_tail")
+    __slots__ = ("_head", "_head_tail")
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        self._head: answers.HeadTimer | None = answers.HeadTimer(transport)
         self._head_tail = b""  # the last bytes seen, for a blank line cut in two
-        self._head_timer: asyncio.TimerHandle | None = (
-            asyncio.get_running_loop().call_later(REQUEST_HEAD_TIMEOUT, transport.close)
-        )
 
     def data_received(self, data: bytes) -> None:
-        if self._head_timer is not None:
+        if self._head is not None:
             seen = self._head_tail + data
             if b"\r\n\r\n" in seen:  # the blank line that ends a request head
-                self._stop_head_timer()
+                self._head.stop()
+                self._head = None
             else:
                 self._head_tail = seen[-3:]
         super().data_received(data)
 
     def connection_lost(self, exc: BaseException | None) -> None:
-        self._stop_head_timer()
+        if self._head is not None:
+            self._head.stop()
         super().connection_lost(exc)
-
-    def _stop_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
 
 
 def _response(answer: answers.Response) -> web.Response:

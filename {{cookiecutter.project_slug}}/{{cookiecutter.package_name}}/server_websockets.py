@@ -29,9 +29,9 @@ log = logging.getLogger(__name__)
 
 # Heroku's router reaches the dyno on IPv4; 0.0.0.0 is every interface.
 HOST = "0.0.0.0"
-# The router gives up on a handshake after 30 s (H12); a client that opens TCP and
-# says nothing is dropped well before, so it cannot hold a file descriptor.
-OPEN_TIMEOUT = 10
+# The whole handshake, request head included: a client that opens TCP and says
+# nothing is dropped well before the router's 30 s (H12).
+OPEN_TIMEOUT = web.REQUEST_HEAD_TIMEOUT
 
 
 class Sink(FrameSink):
@@ -108,6 +108,7 @@ class Server:
 
         # One coroutine per connection for the whole conversation: each one more
         # would hold a frame for every idle connection.
+        assert ws.request is not None  # the handler runs after the handshake
         with self._slots.pop(ws):
             if urlsplit(ws.request.path).path == self.settings.echo_path:
                 await self.app.echo(receive, ws.send)

@@ -8,6 +8,7 @@ request with the same status, ``Content-Type`` and ``Cache-Control``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -34,6 +35,10 @@ NO_STORE = ("Cache-Control", "no-store")
 # (RFC 6455, section 4.4).
 SPEAKS_WEBSOCKET = (("Upgrade", "websocket"), ("Sec-WebSocket-Version", "13"))
 SAFE_METHODS = ("GET", "HEAD")
+# A connection must send its first request head within this, in every variant: a
+# client that opens TCP and stalls (slowloris) cannot hold a file descriptor.
+# Heroku's router gives up on a request after 30 s (H12) and sends whole heads.
+REQUEST_HEAD_TIMEOUT = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +67,7 @@ def origin_allowed(
         return True  # not a browser: Origin is a browser's promise, not a secret
     origin = origin.strip().rstrip("/").lower()
     if allowed is None:  # only the app's own origin
-        return bool(host) and urlsplit(origin).netloc == host.strip().lower()
+        return host is not None and urlsplit(origin).netloc == host.strip().lower()
     return "*" in allowed or origin in allowed
 
 
@@ -92,3 +97,22 @@ class StaticFiles:
 
     def get(self, path: str) -> Response | None:
         return self._files.get(path)
+
+
+class HeadTimer:
+    """Closes a new connection unless ``stop`` is called, when its first request
+    head is complete, within REQUEST_HEAD_TIMEOUT: for the servers that arm no
+    such timer of their own (uvicorn and aiohttp wait for their keep-alive)."""
+
+    __slots__ = ("_timer",)
+
+    def __init__(self, transport: asyncio.BaseTransport) -> None:
+        loop = asyncio.get_running_loop()
+        self._timer: asyncio.TimerHandle | None = loop.call_later(
+            REQUEST_HEAD_TIMEOUT, transport.close
+        )
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
