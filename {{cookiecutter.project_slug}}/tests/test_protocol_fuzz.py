@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from {{ cookiecutter.package_name }} import protocol
 
-# The seven error codes of CONTRACT.md.
+# The seven error codes of the contract (README, Errors).
 CONTRACT_CODES = {
     "invalid_json",
     "invalid_message",

@@ -33,6 +33,12 @@ def bad_version(version: str | None) -> Response:
     return Response(HTTPStatus.BAD_REQUEST, TEXT, body.encode(), headers=())
 
 
+def wants_websocket(upgrade: str | None) -> bool:
+    """Whether a request's Upgrade header asks for a WebSocket; one that does not
+    gets the plain answer (426 on a WebSocket path)."""
+    return upgrade is not None and "websocket" in upgrade.lower()
+
+
 @dataclass(frozen=True, slots=True)
 class Handshake:
     """What admission looks at, from the upgrade request's headers."""

@@ -60,6 +60,10 @@ class App:
         self.gate.accepting = False
 
     @property
+    def accepting(self) -> bool:
+        return self.gate.accepting
+
+    @property
     def connections(self) -> int:
         return self.gate.connections
 

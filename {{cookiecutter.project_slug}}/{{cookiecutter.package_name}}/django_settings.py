@@ -98,7 +98,7 @@ ASGI_APPLICATION = "{{ cookiecutter.package_name }}.server.application"
 # No database: rooms live in the broker, and nothing is stored.
 DATABASES: dict[str, dict[str, str]] = {}
 
-# No CHANNEL_LAYERS: the app's own broker carries the fan-out (broker.py, hub.py),
+# No CHANNEL_LAYERS: the app's own broker carries the fan-out (broker.py, node.py),
 # one Redis subscription per room and process, each message handed to the members'
 # sinks in memory, without a channel layer's queue and task per member and message.
 

@@ -1,4 +1,4 @@
-"""The WebSocket protocol of CONTRACT.md: client frames in, replies out.
+"""The WebSocket protocol (README, Protocol): client frames in, replies out.
 
 ``parse`` turns one text frame into a request or raises ``ProtocolError`` carrying
 the contract's error code; the reply builders produce the exact frames the contract

@@ -20,7 +20,7 @@ from typing import Any
 from aiohttp import WSMsgType, hdrs, web
 
 from . import web as answers
-from .admission import Handshake
+from .admission import Handshake, wants_websocket
 from .app import App
 from .logs import configure
 from .protocol import GOING_AWAY
@@ -209,7 +209,7 @@ class Server:
         return application
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        upgrade = "websocket" in request.headers.get(hdrs.UPGRADE, "").lower()
+        upgrade = wants_websocket(request.headers.get(hdrs.UPGRADE))
         if request.path not in self.app.socket_paths or not upgrade:
             return _response(self.app.answer(request.method, request.path))
         admitted = self.app.admit(
@@ -229,7 +229,7 @@ class Server:
                 return ws  # the client left during the handshake
             sink = outbound(ws, transport, self.settings.compression)
             self._open.add(sink)  # also the echo's, to close it on SIGTERM
-            if not self.app.gate.accepting:  # SIGTERM came during the handshake
+            if not self.app.accepting:  # SIGTERM came during the handshake
                 sink.close(GOING_AWAY, "server shutting down")
             try:
                 if request.path == self.settings.echo_path:

@@ -18,7 +18,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from . import web
-from .admission import Handshake, Slot
+from .admission import Handshake, Slot, wants_websocket
 from .app import App
 from .logs import configure
 from .protocol import SERVICE_RESTART
@@ -34,9 +34,10 @@ HOST = "0.0.0.0"
 OPEN_TIMEOUT = web.REQUEST_HEAD_TIMEOUT
 
 
-class Sink(FrameSink):
-    """Frames go straight into the transport's write buffer through the library's
-    public ``broadcast``, so fan-out never waits for a client."""
+class Socket(FrameSink):
+    """Both ways of one connection: out, frames go straight into the transport's
+    write buffer through the library's public ``broadcast``, so fan-out never
+    waits for a client; in, ``receive``."""
 
     __slots__ = ("_ws",)
 
@@ -49,6 +50,14 @@ class Sink(FrameSink):
 
     async def close_frame(self, code: int, reason: str) -> None:
         await self._ws.close(code, reason)
+
+    async def receive(self) -> str | bytes | None:
+        """The next data frame, or None once the connection has closed (also
+        for invalid UTF-8, 1007, and an oversized frame, 1009)."""
+        try:
+            return await self._ws.recv()
+        except ConnectionClosed:
+            return None
 
 
 def _response(answer: web.Response, method: str) -> Response:
@@ -65,10 +74,6 @@ def _response(answer: web.Response, method: str) -> Response:
     return Response(answer.status.value, answer.status.phrase, headers, body)
 
 
-def _is_upgrade(request: Request) -> bool:
-    return "websocket" in request.headers.get("Upgrade", "").lower()
-
-
 class Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -79,7 +84,8 @@ class Server:
         self, ws: ServerConnection, request: Request
     ) -> Response | None:
         path = urlsplit(request.path).path
-        if path not in self.app.socket_paths or not _is_upgrade(request):
+        upgrade = wants_websocket(request.headers.get("Upgrade"))
+        if path not in self.app.socket_paths or not upgrade:
             return _response(self.app.answer(request.method, path), request.method)
         admitted = self.app.admit(
             Handshake(
@@ -100,20 +106,15 @@ class Server:
             self._slots.pop(ws).release()  # the handler will not run
 
     async def handler(self, ws: ServerConnection) -> None:
-        async def receive() -> str | bytes | None:
-            try:
-                return await ws.recv()
-            except ConnectionClosed:  # also invalid UTF-8 (1007), oversized (1009)
-                return None
-
         # One coroutine per connection for the whole conversation: each one more
         # would hold a frame for every idle connection.
         assert ws.request is not None  # the handler runs after the handshake
+        socket = Socket(ws)
         with self._slots.pop(ws):
             if urlsplit(ws.request.path).path == self.settings.echo_path:
-                await self.app.echo(receive, ws.send)
+                await self.app.echo(socket.receive, ws.send)
             else:
-                await self.app.converse(Sink(ws), receive)
+                await self.app.converse(socket, socket.receive)
 
     async def run(self) -> None:
         settings = self.settings
@@ -152,4 +153,6 @@ class Server:
 def main() -> None:
     settings = load()
     configure(settings.log_level)
+    if settings.processes > 1:
+        log.info("WEB_CONCURRENCY ignored: websockets serves from one process")
     asyncio.run(Server(settings).run())

@@ -83,10 +83,6 @@ class Settings:
             processes=env.integer("WEB_CONCURRENCY", 1, low=1, high=64),
         )
 
-    @property
-    def broker_kind(self) -> str:
-        return "memory" if self.redis_url is None else "redis"
-
 
 class _Reader:
     """Reads one variable at a time and raises SettingsError naming it."""
