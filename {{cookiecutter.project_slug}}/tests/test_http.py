@@ -305,9 +305,17 @@ def test_websocket_version_other_than_13_is_refused(memory_app, raw_ws, version)
     assert "upgrade" not in headers.get("connection", "").lower()
 
 
-def test_handshake_on_another_path_is_404(memory_app, raw_ws):
-    status, headers, _ = raw_ws(memory_app, "/elsewhere")
-    assert (status, headers.get("content-type")) == (404, PLAIN)
+@pytest.mark.parametrize(
+    ("path", "status", "content_type"),
+    [("/elsewhere", 404, PLAIN), ("/healthz", 200, JSON)],
+)
+def test_handshake_on_another_path_gets_the_plain_answer(
+    memory_app, raw_ws, path, status, content_type
+):
+    """Only WebSocket paths upgrade; elsewhere a handshake gets what a GET would."""
+    got, headers, _ = raw_ws(memory_app, path)
+    assert (got, headers.get("content-type")) == (status, content_type)
+    assert "upgrade" not in headers.get("connection", "").lower()
 
 
 def _closed_by_server(sock: socket.socket, deadline: float) -> float | None:

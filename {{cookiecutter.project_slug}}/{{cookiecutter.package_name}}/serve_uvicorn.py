@@ -89,8 +89,8 @@ async def websocket(
     way to the connection's transport (see ``outbound``)."""
     await receive()  # websocket.connect
     path = scope["path"]
-    if path not in app.socket_paths:
-        await deny(send, web.NOT_FOUND)
+    if path not in app.socket_paths:  # the plain answer, as a GET would get
+        await deny(send, app.answer("GET", path))
         return
     admitted = app.admit(
         Handshake(
