@@ -10,10 +10,12 @@ decides a rule of the contract itself.
 from __future__ import annotations
 
 import logging
+from collections.abc import Coroutine
 from http import HTTPStatus
+from typing import Any
 
 from .admission import Gate, Handshake, Slot
-from .connection import Connection, Receive, Send, echo
+from .connection import Closed, Connection, Receive, Send, echo
 from .logs import mask_url
 from .node import Node
 from .settings import Settings
@@ -92,10 +94,15 @@ class App:
         on: accept the upgrade inside ``with slot:``."""
         return self.gate.admit(handshake)
 
-    async def converse(self, sink: Sink, receive: Receive) -> None:
-        """The /ws protocol on an accepted WebSocket, until it closes."""
-        await Connection(self.node, self.settings, sink).converse(receive)
+    def converse(
+        self, sink: Sink, receive: Receive, closed: Closed = ()
+    ) -> Coroutine[Any, Any, None]:
+        """The /ws protocol on an accepted WebSocket, until it closes. (Not itself
+        a coroutine: one frame less held by every idle connection.)"""
+        return Connection(self.node, self.settings, sink).converse(receive, closed)
 
-    async def echo(self, receive: Receive, send: Send) -> None:
+    def echo(
+        self, receive: Receive, send: Send, closed: Closed = ()
+    ) -> Coroutine[Any, Any, None]:
         """WS_ECHO_PATH: every frame back as it came (conformance tests only)."""
-        await echo(receive, send)
+        return echo(receive, send, closed)

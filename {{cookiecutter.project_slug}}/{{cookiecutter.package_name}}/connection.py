@@ -3,7 +3,8 @@
 A server module accepts the upgrade inside ``with slot:`` (admission.py), gives
 the connection a ``Sink`` (sink.py), its framework's way out, and runs
 ``converse`` with a ``receive`` that returns each data frame, text as ``str``
-and binary as ``bytes``, and ``None`` once the connection has closed. Every rule
+and binary as ``bytes``, and ``None`` (or raises one of ``closed``, the
+framework's own exceptions for it) once the connection has closed. Every rule
 of the conversation is here: each request gets exactly one reply, a binary frame
 closes with 1003, an unexpected error closes this connection alone with 1011.
 """
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 
 Receive = Callable[[], Awaitable[str | bytes | None]]
 Send = Callable[[str | bytes], Awaitable[object]]
+# The exceptions by which a framework's receive says the connection has closed.
+Closed = tuple[type[Exception], ...]
 
 RATE_LIMITED = ("rate_limited", "too many messages: the request was dropped")
 
@@ -56,11 +59,14 @@ class Connection:
         self._tokens = float(settings.rate_burst)
         self._stamp = time.monotonic()
 
-    async def converse(self, receive: Receive) -> None:
+    async def converse(self, receive: Receive, closed: Closed = ()) -> None:
         """Answer the client's frames until it leaves or the connection closes."""
         try:
             while not self._sink.closing:
-                frame = await receive()
+                try:
+                    frame = await receive()
+                except closed:
+                    break
                 if frame is None:
                     break  # also when the framework closed it: 1007, 1009, no Pong
                 if isinstance(frame, bytes):
@@ -170,7 +176,10 @@ class Connection:
             await self._node.leave(self, self.rooms.pop())
 
 
-async def echo(receive: Receive, send: Send) -> None:
+async def echo(receive: Receive, send: Send, closed: Closed = ()) -> None:
     """Every frame back as it came: WS_ECHO_PATH, for conformance tests only."""
-    while (frame := await receive()) is not None:
-        await send(frame)
+    try:
+        while (frame := await receive()) is not None:
+            await send(frame)
+    except closed:
+        pass

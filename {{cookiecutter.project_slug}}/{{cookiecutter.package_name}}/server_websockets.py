@@ -34,10 +34,9 @@ HOST = "0.0.0.0"
 OPEN_TIMEOUT = web.REQUEST_HEAD_TIMEOUT
 
 
-class Socket(FrameSink):
-    """Both ways of one connection: out, frames go straight into the transport's
-    write buffer through the library's public ``broadcast``, so fan-out never
-    waits for a client; in, ``receive``."""
+class Sink(FrameSink):
+    """Frames go straight into the transport's write buffer through the library's
+    public ``broadcast``, so fan-out never waits for a client."""
 
     __slots__ = ("_ws",)
 
@@ -50,14 +49,6 @@ class Socket(FrameSink):
 
     async def close_frame(self, code: int, reason: str) -> None:
         await self._ws.close(code, reason)
-
-    async def receive(self) -> str | bytes | None:
-        """The next data frame, or None once the connection has closed (also
-        for invalid UTF-8, 1007, and an oversized frame, 1009)."""
-        try:
-            return await self._ws.recv()
-        except ConnectionClosed:
-            return None
 
 
 def _response(answer: web.Response, method: str) -> Response:
@@ -109,12 +100,13 @@ class Server:
         # One coroutine per connection for the whole conversation: each one more
         # would hold a frame for every idle connection.
         assert ws.request is not None  # the handler runs after the handshake
-        socket = Socket(ws)
         with self._slots.pop(ws):
+            # recv raises ConnectionClosed once the connection has closed, also
+            # for invalid UTF-8 (1007) and an oversized frame (1009).
             if urlsplit(ws.request.path).path == self.settings.echo_path:
-                await self.app.echo(socket.receive, ws.send)
+                await self.app.echo(ws.recv, ws.send, (ConnectionClosed,))
             else:
-                await self.app.converse(socket, socket.receive)
+                await self.app.converse(Sink(ws), ws.recv, (ConnectionClosed,))
 
     async def run(self) -> None:
         settings = self.settings
