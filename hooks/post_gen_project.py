@@ -26,6 +26,7 @@ KEEP_WHEN: dict[str, dict[str, tuple[str, ...]]] = {
     **{f"{PACKAGE}/server_{name}.py": {"framework": (name,)} for name in FRAMEWORKS},
     "{package}/serve_uvicorn.py": {"framework": ("fastapi", "django")},
     "{package}/queued_sink.py": {"framework": ("fastapi", "aiohttp", "django")},
+    "{package}/plain_http.py": {"framework": ("websockets",)},
     "tests/asgi_send_wrapper": {"framework": ("fastapi", "django")},
     "{package}/django_settings.py": {"framework": ("django",)},
     "manage.py": {"framework": ("django",)},

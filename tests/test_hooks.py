@@ -112,6 +112,8 @@ def test_plan_keeps_only_the_chosen_variant(framework, demo):
         others |= {"pkg/serve_uvicorn.py", "tests/asgi_send_wrapper"}
     if framework == "websockets":
         others.add("pkg/queued_sink.py")
+    else:
+        others.add("pkg/plain_http.py")
     if framework != "django":
         others |= {"pkg/django_settings.py", "manage.py"}
     assert set(remove) == others | (set() if demo else {"pkg/static"})

@@ -14,7 +14,7 @@ from http import HTTPStatus
 from types import TracebackType
 
 from .settings import Settings
-from .web import TEXT, Response, origin_allowed, text
+from .web import TEXT, Response, client_address, origin_allowed, text
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +46,18 @@ class Handshake:
     origin: str | None
     host: str | None
     version: str | None
+    peer: str | None  # the socket's peer address
+    forwarded_for: str | None  # every X-Forwarded-For header, joined by commas
 
 
 class Slot:
     """One admitted connection's place; ``with slot:`` gives it back at the end."""
 
-    __slots__ = ("_gate",)
+    __slots__ = ("_gate", "_client")
 
-    def __init__(self, gate: Gate) -> None:
+    def __init__(self, gate: Gate, client: str) -> None:
         self._gate: Gate | None = gate
+        self._client = client
 
     def __enter__(self) -> Slot:
         return self
@@ -70,7 +73,7 @@ class Slot:
     def release(self) -> None:
         """Give the place back; a second call does nothing."""
         if self._gate is not None:
-            self._gate.connections -= 1
+            self._gate.given_back(self._client)
             self._gate = None
 
 
@@ -78,7 +81,10 @@ class Gate:
     def __init__(self, settings: Settings) -> None:
         self._allowed_origins = settings.allowed_origins
         self._max_connections = settings.max_connections
+        self._max_per_client = settings.max_connections_per_client
+        self._behind_router = settings.behind_router
         self.connections = 0  # open WebSockets plus handshakes admitted
+        self._per_client: dict[str, int] = {}  # the same, by client address
         self.accepting = True  # False from SIGTERM on
 
     def admit(self, handshake: Handshake) -> Response | Slot:
@@ -93,5 +99,20 @@ class Gate:
         if self.connections >= self._max_connections:
             log.warning("handshake refused: %d connections", self.connections)
             return text(HTTPStatus.SERVICE_UNAVAILABLE)
+        client = client_address(
+            self._behind_router, handshake.peer, handshake.forwarded_for
+        )
+        held = self._per_client.get(client, 0)
+        if held >= self._max_per_client:
+            # The address is personal data: the count alone says what happened.
+            log.info("handshake refused: a client holds %d connections", held)
+            return text(HTTPStatus.TOO_MANY_REQUESTS)
+        self._per_client[client] = held + 1
         self.connections += 1
-        return Slot(self)
+        return Slot(self, client)
+
+    def given_back(self, client: str) -> None:
+        self.connections -= 1
+        held = self._per_client.pop(client) - 1
+        if held:
+            self._per_client[client] = held

@@ -1,10 +1,11 @@
 """The app as every server module sees it: one object per process.
 
 A server module builds one ``App`` and calls ``start`` and ``stop`` around
-serving. It hands each plain HTTP request to ``answer``, each WebSocket
-handshake to ``admit`` (a refusal, or a slot to hold while the connection
-lives), and each accepted WebSocket to ``converse`` or ``echo``; it never
-decides a rule of the contract itself.
+serving. It hands each plain HTTP request to ``answer`` (with its body, up to
+``body_limit`` bytes, when that is not 0), each WebSocket handshake to ``admit``
+(a refusal, or a slot to hold while the connection lives), and each accepted
+WebSocket to ``converse`` or ``echo``; it never decides a rule of the contract
+itself.
 """
 
 from __future__ import annotations
@@ -15,17 +16,22 @@ from http import HTTPStatus
 from typing import Any
 
 from .admission import Gate, Handshake, Slot
+from .api import PUBLISH_PATH, PublishApi
 from .connection import Closed, Connection, Receive, Send, echo
+from .guests import TOKEN_PATH, Guests
 from .logs import mask_url
 from .node import Node
 from .settings import Settings
 from .sink import Sink
+from .tokens import Verifier
 from .web import (
     NOT_FOUND,
     SAFE_METHODS,
     SPEAKS_WEBSOCKET,
+    Request,
     Response,
     StaticFiles,
+    client_address,
     health,
     text,
 )
@@ -40,6 +46,9 @@ class App:
         self.settings = settings
         self.node = Node(settings)
         self.gate = Gate(settings)
+        self.verifier = Verifier(settings.auth_keys)
+        self.guests = Guests(settings, self.verifier)
+        self.api = PublishApi(settings, self.node)
         self.static = StaticFiles()
         # Where WebSockets are served: /ws, and the echo endpoint when it is on.
         self.socket_paths = frozenset(
@@ -47,10 +56,19 @@ class App:
         )
 
     async def start(self) -> None:
-        if self.settings.redis_url is None:
+        settings = self.settings
+        if settings.redis_url is None:
             log.info("broker: memory (one process; set REDIS_URL to share rooms)")
         else:
-            log.info("broker: redis at %s", mask_url(self.settings.redis_url))
+            log.info("broker: redis at %s", mask_url(settings.redis_url))
+        if settings.auth_key_random:
+            log.info("AUTH_SECRET unset: tokens are signed with a random key")
+        log.info(
+            "identity: %s, guest tokens %s, publish API %s",
+            "anonymous allowed" if settings.auth_anonymous else "token required",
+            "on" if settings.auth_guest else "off",
+            "off" if settings.api_key is None else "on",
+        )
         await self.node.start()
 
     async def stop(self) -> None:
@@ -71,9 +89,26 @@ class App:
 
     # ------------------------------------------------------------------ plain HTTP
 
-    def answer(self, method: str, path: str) -> Response:
+    def body_limit(self, method: str, path: str) -> int:
+        """The most body bytes ``answer`` reads for this request; 0: none. A
+        server module passes body=None when the body is longer."""
+        if path == TOKEN_PATH:
+            return self.guests.body_limit(method)
+        if path == PUBLISH_PATH:
+            return self.api.body_limit(method)
+        return 0
+
+    async def answer(self, request: Request) -> Response:
         """The response to any request that is not a WebSocket handshake. HEAD gets
         GET's, body included: each server module sends its headers alone."""
+        method, path = request.method, request.path
+        if path == TOKEN_PATH:
+            address = client_address(
+                self.settings.behind_router, request.peer, request.forwarded_for
+            )
+            return self.guests.answer(request, address)
+        if path == PUBLISH_PATH:
+            return await self.api.answer(request)
         if path in self.socket_paths:
             return text(HTTPStatus.UPGRADE_REQUIRED, *SPEAKS_WEBSOCKET)
         found: Response | None
@@ -99,7 +134,8 @@ class App:
     ) -> Coroutine[Any, Any, None]:
         """The /ws protocol on an accepted WebSocket, until it closes. (Not itself
         a coroutine: one frame less held by every idle connection.)"""
-        return Connection(self.node, self.settings, sink).converse(receive, closed)
+        connection = Connection(self.node, self.settings, self.verifier, sink)
+        return connection.converse(receive, closed)
 
     def echo(
         self, receive: Receive, send: Send, closed: Closed = ()

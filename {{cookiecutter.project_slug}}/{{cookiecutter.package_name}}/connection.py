@@ -5,7 +5,9 @@ the connection a ``Sink`` (sink.py), its framework's way out, and runs
 ``converse`` with a ``receive`` that returns each data frame, text as ``str``
 and binary as ``bytes``, and ``None`` (or raises one of ``closed``, the
 framework's own exceptions for it) once the connection has closed. Every rule
-of the conversation is here: each request gets exactly one reply, a binary frame
+of the conversation is here: each request gets exactly one reply, a connection
+authenticates with a token before anything else (unless AUTH_ANONYMOUS) and is
+closed with 4401 when it does not in time or its token expires, a binary frame
 closes with 1003, an unexpected error closes this connection alone with 1011.
 """
 
@@ -20,9 +22,16 @@ from collections.abc import Awaitable, Callable
 from . import protocol
 from .broker import BrokerUnavailable, Payload
 from .node import Node
-from .protocol import INTERNAL_ERROR, UNSUPPORTED_DATA, ProtocolError
+from .protocol import (
+    INTERNAL_ERROR,
+    UNAUTHENTICATED,
+    UNAUTHORIZED,
+    UNSUPPORTED_DATA,
+    ProtocolError,
+)
 from .settings import Settings
 from .sink import Sink
+from .tokens import LEEWAY, TokenError, User, Verifier
 
 log = logging.getLogger(__name__)
 
@@ -40,17 +49,28 @@ class Connection:
     __slots__ = (
         "_node",
         "_settings",
+        "_verifier",
         "_sink",
+        "user",
+        "_deadline",
         "rooms",
         "_closing",
         "_tokens",
         "_stamp",
     )
 
-    def __init__(self, node: Node, settings: Settings, sink: Sink) -> None:
+    def __init__(
+        self, node: Node, settings: Settings, verifier: Verifier, sink: Sink
+    ) -> None:
         self._node = node
         self._settings = settings
+        self._verifier = verifier
         self._sink = sink
+        self.user: User | None = None  # from a verified token; None: anonymous
+        # The close with 4401: AUTH_TIMEOUT from now, then the token's expiry.
+        self._deadline: asyncio.TimerHandle | None = None
+        if not settings.auth_anonymous:
+            self._close_after(settings.auth_timeout, "authentication timed out")
         # At most WS_MAX_ROOMS (50) names: a list holds one in a quarter of the
         # memory of a set, and a scan of 50 is as quick as a hash at this size.
         self.rooms: list[str] = []
@@ -112,17 +132,30 @@ class Connection:
         return True
 
     async def _perform(self, request: protocol.Request) -> str:
-        ref = request.ref
-        if request.type == "ping":
+        ref, kind = request.ref, request.type
+        if kind == "ping":
             return protocol.pong(ref)
+        if kind == "auth":
+            return self._authenticate(request)
+        user = self.user
+        if user is None and (kind == "refresh" or not self._settings.auth_anonymous):
+            raise ProtocolError(*UNAUTHENTICATED, ref)
+        if kind == "refresh":
+            assert user is not None
+            return self._refresh(user, request)
         room = request.room
         assert room is not None  # the parser gives every other request a room
         try:
-            if request.type == "publish":
-                assert request.text is not None
-                await self._node.publish(room, request.text)
+            if kind == "publish":
+                if user is not None and not user.may_publish(room):
+                    raise _forbidden("publishing to", room, ref)
+                sender = None if user is None else user.public()
+                text = protocol.publish_text(room, request.data, sender, ref)
+                await self._node.publish(room, text)
                 return protocol.published(room, ref)
-            if request.type == "join":
+            if kind == "join":
+                if user is not None and not user.may_join(room):
+                    raise _forbidden("joining", room, ref)
                 if room not in self.rooms:
                     if len(self.rooms) >= self._settings.max_rooms:
                         limit = self._settings.max_rooms
@@ -148,6 +181,56 @@ class Connection:
                 ref,
             ) from None
 
+    # ------------------------------------------------------------------- identity
+
+    def _authenticate(self, request: protocol.Request) -> str:
+        if self.user is not None:
+            raise ProtocolError(
+                "invalid_message",
+                "already authenticated: send refresh with a new token",
+                request.ref,
+            )
+        user = self._verify(request)
+        self._become(user)
+        return protocol.authed(user.public(), user.expires_in(), request.ref)
+
+    def _refresh(self, user: User, request: protocol.Request) -> str:
+        renewed = self._verify(request)
+        if renewed.id != user.id:
+            raise ProtocolError(
+                "invalid_token",
+                "the token is for another user (sub): reconnect to change users",
+                request.ref,
+            )
+        self._become(renewed)  # its name and rooms apply from the next request
+        return protocol.refreshed(renewed.expires_in(), request.ref)
+
+    def _verify(self, request: protocol.Request) -> User:
+        assert request.token is not None  # the parser checked it is there
+        try:
+            return self._verifier.verify(request.token)
+        except TokenError as error:
+            raise ProtocolError("invalid_token", str(error), request.ref) from None
+
+    def _become(self, user: User) -> None:
+        self.user = user
+        # A token is good until exp plus the leeway every check allows.
+        self._close_after(user.expires + LEEWAY - time.time(), "token expired")
+
+    def _close_after(self, seconds: float, reason: str) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.call_later(max(seconds, 0), self._expire, reason)
+
+    def _expire(self, reason: str) -> None:
+        self._deadline = None
+        if not self._closing:
+            self._closing = True
+            self._sink.close(UNAUTHORIZED, reason)
+
+    # ------------------------------------------------------------------ delivery
+
     def deliver(self, payload: Payload) -> None:
         """A message for one of this connection's rooms; never waits."""
         if self._closing:
@@ -172,8 +255,17 @@ class Connection:
     async def end(self) -> None:
         """The connection is gone: leave every room."""
         self._closing = True
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
         while self.rooms:
             await self._node.leave(self, self.rooms.pop())
+
+
+def _forbidden(doing: str, room: str, ref: str | None) -> ProtocolError:
+    return ProtocolError(
+        "forbidden", f"your token does not allow {doing} the room {room}", ref
+    )
 
 
 async def echo(receive: Receive, send: Send, closed: Closed = ()) -> None:

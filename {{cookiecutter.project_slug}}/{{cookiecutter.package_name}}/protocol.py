@@ -20,11 +20,13 @@ SERVICE_RESTART = 1012  # server shutdown: reconnect
 UNSUPPORTED_DATA = 1003  # a binary frame on /ws
 INTERNAL_ERROR = 1011  # an unexpected error in this connection
 TRY_AGAIN_LATER = 1013  # a slow consumer, over WS_MAX_PENDING_BYTES
+UNAUTHORIZED = 4401  # no auth within AUTH_TIMEOUT, or the token expired
 
 # Matched with fullmatch: "$" alone would let a trailing newline through.
 ROOM_RULE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 MAX_REF_LENGTH = 64
-REQUEST_TYPES = ("join", "leave", "publish", "ping")
+REQUEST_TYPES = ("auth", "refresh", "join", "leave", "publish", "ping")
+UNAUTHENTICATED = ("unauthenticated", "authenticate first: send an auth frame")
 
 
 class ProtocolError(Exception):
@@ -48,22 +50,27 @@ class Request:
     room: str | None = None
     data: Any = None
     ref: str | None = None
-    # publish: the `message` frame for the room's members, encoded once, here.
-    text: str | None = None
+    token: str | None = None  # auth and refresh
 
 
-def parse(text: str) -> Request:
-    """One client text frame as a request, or ProtocolError with the contract's code."""
+def json_object(text: str | bytes, what: str = "frame") -> dict[str, Any]:
+    """A JSON object as a browser's JSON.parse would take it, or invalid_json."""
     try:
         fields = json.loads(
             text, parse_constant=_refuse_constant, parse_float=_finite_float
         )
     except NotFinite as error:
         raise ProtocolError("invalid_json", str(error)) from None
-    except (ValueError, RecursionError):
-        raise ProtocolError("invalid_json", "the frame is not valid JSON") from None
+    except (ValueError, RecursionError):  # UnicodeDecodeError included
+        raise ProtocolError("invalid_json", f"the {what} is not valid JSON") from None
     if not isinstance(fields, dict):
-        raise ProtocolError("invalid_json", "the frame must be a JSON object")
+        raise ProtocolError("invalid_json", f"the {what} must be a JSON object")
+    return fields
+
+
+def parse(text: str) -> Request:
+    """One client text frame as a request, or ProtocolError with the contract's code."""
+    fields = json_object(text)
 
     ref = fields.get("ref")
     if ref is not None and (not isinstance(ref, str) or len(ref) > MAX_REF_LENGTH):
@@ -83,7 +90,32 @@ def parse(text: str) -> Request:
         )
     if kind == "ping":
         return Request("ping", ref=ref)
+    if kind in ("auth", "refresh"):
+        token = fields.get("token")
+        if not isinstance(token, str):
+            raise ProtocolError(
+                "invalid_message", f"{kind} needs a token (a string)", ref
+            )
+        return Request(kind, ref=ref, token=token)
 
+    if kind == "publish":
+        room, data = publication(fields, ref)
+        return Request("publish", room, data, ref)
+    return Request(kind, room_of(fields, kind, ref), ref=ref)
+
+
+def publication(fields: dict[str, Any], ref: str | None = None) -> tuple[str, Any]:
+    """A publish's room and data (a frame's, or a body of POST /api/publish)."""
+    room = room_of(fields, "publish", ref)
+    if "data" not in fields:
+        raise ProtocolError(
+            "invalid_message", "publish needs data (any JSON value)", ref
+        )
+    return room, fields["data"]
+
+
+def room_of(fields: dict[str, Any], kind: str, ref: str | None = None) -> str:
+    """The request's room, or ProtocolError: invalid_message, invalid_room."""
     room = fields.get("room")
     if not isinstance(room, str):
         raise ProtocolError("invalid_message", f"{kind} needs a room (a string)", ref)
@@ -93,21 +125,7 @@ def parse(text: str) -> Request:
             "a room name is 1 to 64 characters among A-Z a-z 0-9 _ . : -",
             ref,
         )
-    if kind == "publish":
-        if "data" not in fields:
-            raise ProtocolError(
-                "invalid_message", "publish needs data (any JSON value)", ref
-            )
-        try:
-            text = message(room, fields["data"])
-        except RecursionError:
-            # json.loads accepts nesting a few levels deeper than json.dumps
-            # can write back inside the frame (Python 3.11).
-            raise ProtocolError(
-                "invalid_json", "the data is nested too deeply", ref
-            ) from None
-        return Request("publish", room, fields["data"], ref, text)
-    return Request(kind, room, ref=ref)
+    return room
 
 
 class NotFinite(ValueError):
@@ -152,6 +170,32 @@ def gap(rooms: list[str]) -> str:
     return json.dumps({"type": "gap", "rooms": rooms})
 
 
-def message(room: str, data: Any) -> str:
-    """The frame every member receives, and the exact payload published to Redis."""
-    return json.dumps({"type": "message", "room": room, "data": data}, allow_nan=False)
+def authed(user: dict[str, str], expires_in: int, ref: str | None = None) -> str:
+    return _frame({"type": "authed", "user": user, "expires_in": expires_in}, ref)
+
+
+def refreshed(expires_in: int, ref: str | None = None) -> str:
+    return _frame({"type": "refreshed", "expires_in": expires_in}, ref)
+
+
+def message(room: str, data: Any, sender: dict[str, str] | None = None) -> str:
+    """The frame every member receives, and the exact payload published to Redis;
+    ``sender`` is the publishing connection's user, set by the server."""
+    fields = {"type": "message", "room": room, "data": data}
+    if sender is not None:
+        fields["from"] = sender
+    return json.dumps(fields, allow_nan=False)
+
+
+def publish_text(
+    room: str, data: Any, sender: dict[str, str] | None, ref: str | None = None
+) -> str:
+    """``message``, or invalid_json for data that cannot be written back."""
+    try:
+        return message(room, data, sender)
+    except RecursionError:
+        # json.loads accepts nesting a few levels deeper than json.dumps can
+        # write back inside the frame (Python 3.11).
+        raise ProtocolError(
+            "invalid_json", "the data is nested too deeply", ref
+        ) from None

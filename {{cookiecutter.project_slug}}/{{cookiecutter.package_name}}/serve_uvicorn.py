@@ -71,6 +71,33 @@ def header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
+def forwarded_for(scope: Scope) -> str | None:
+    """Every X-Forwarded-For header of the request, joined."""
+    values = (
+        v.decode("latin-1") for k, v in scope["headers"] if k == b"x-forwarded-for"
+    )
+    return web.joined(values)
+
+
+def peer(scope: Scope) -> str | None:
+    """The socket's peer address (uvicorn's, not one from X-Forwarded-For: run()
+    turns uvicorn's proxy headers off)."""
+    client = scope.get("client")
+    return str(client[0]) if client else None
+
+
+def plain_request(scope: Scope, method: str, body: bytes | None) -> web.Request:
+    """The app's view of an ASGI HTTP request (or of a handshake answered plainly)."""
+    return web.Request(
+        method,
+        scope["path"],
+        peer(scope),
+        forwarded_for(scope),
+        header(scope, b"authorization"),
+        body,
+    )
+
+
 async def deny(send: ASGISend, answer: web.Response) -> None:
     """Answer a handshake with plain HTTP instead of upgrading: ASGI's WebSocket
     Denial Response, which uvicorn implements."""
@@ -90,7 +117,7 @@ async def websocket(
     await receive()  # websocket.connect
     path = scope["path"]
     if path not in app.socket_paths:  # the plain answer, as a GET would get
-        await deny(send, app.answer("GET", path))
+        await deny(send, await app.answer(plain_request(scope, "GET", b"")))
         return
     admitted = app.admit(
         Handshake(
@@ -98,6 +125,8 @@ async def websocket(
             host=header(scope, b"host"),
             # uvicorn's handshake has refused every other version already.
             version=header(scope, b"sec-websocket-version"),
+            peer=peer(scope),
+            forwarded_for=forwarded_for(scope),
         )
     )
     if isinstance(admitted, web.Response):
@@ -251,6 +280,10 @@ def run(app: str, settings: Settings) -> None:
         workers=processes,
         timeout_keep_alive=KEEP_ALIVE,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
+        # uvicorn would take the client address from X-Forwarded-For on any
+        # connection from 127.0.0.1; the app has its own rule (the last entry,
+        # on a dyno only: web.client_address).
+        proxy_headers=False,
         http=http_protocol(),
         # The websockets-based implementation: it supports the denial responses
         # (403, 503) that the handshake rules need.

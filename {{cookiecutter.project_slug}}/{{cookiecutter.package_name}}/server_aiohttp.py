@@ -209,14 +209,31 @@ class Server:
         return application
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
-        upgrade = wants_websocket(request.headers.get(hdrs.UPGRADE))
+        headers = request.headers
+        upgrade = wants_websocket(headers.get(hdrs.UPGRADE))
+        forwarded_for = answers.joined(headers.getall(hdrs.X_FORWARDED_FOR, ()))
         if request.path not in self.app.socket_paths or not upgrade:
-            return _response(self.app.answer(request.method, request.path))
+            limit = self.app.body_limit(request.method, request.path)
+            plain = answers.Request(
+                request.method,
+                request.path,
+                request.remote,
+                forwarded_for,
+                headers.get(hdrs.AUTHORIZATION),
+                await answers.read_body(
+                    request.content.iter_any(), headers.get(hdrs.CONTENT_LENGTH), limit
+                )
+                if limit
+                else b"",
+            )
+            return _response(await self.app.answer(plain))
         admitted = self.app.admit(
             Handshake(
-                origin=request.headers.get(hdrs.ORIGIN),
-                host=request.headers.get(hdrs.HOST),
-                version=request.headers.get(hdrs.SEC_WEBSOCKET_VERSION),
+                origin=headers.get(hdrs.ORIGIN),
+                host=headers.get(hdrs.HOST),
+                version=headers.get(hdrs.SEC_WEBSOCKET_VERSION),
+                peer=request.remote,
+                forwarded_for=forwarded_for,
             )
         )
         if isinstance(admitted, answers.Response):

@@ -25,7 +25,7 @@ from django.core.asgi import get_asgi_application
 from django.http import HttpRequest, HttpResponse
 from django.urls import re_path
 
-from . import serve_uvicorn
+from . import serve_uvicorn, web
 from .app import App
 from .serve_uvicorn import ASGISend, Receive, Scope
 from .settings import load
@@ -61,7 +61,18 @@ class Consumer(AsyncConsumer):  # type: ignore[misc]
 async def answer(request: HttpRequest) -> HttpResponse:
     """Every plain HTTP request outside /static/, GET /ws without an upgrade
     included."""
-    found = _app(request.scope).answer(request.method or "GET", request.path)
+    app, method = _app(request.scope), request.method or "GET"
+    limit = app.body_limit(method, request.path)
+    body: bytes | None = b""
+    if limit:
+        # Django has read the body already (into a file once it is large); no
+        # more than limit + 1 bytes of it come into memory here.
+        too_long = web.declared_over(request.headers.get("Content-Length"), limit)
+        body = None if too_long else request.read(limit + 1)
+        if body is not None and len(body) > limit:
+            body = None
+    scope_request = serve_uvicorn.plain_request(request.scope, method, body)
+    found = await app.answer(scope_request)
     response = HttpResponse(
         found.body, status=found.status, content_type=found.content_type
     )

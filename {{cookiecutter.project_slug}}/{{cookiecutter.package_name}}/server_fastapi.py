@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request, WebSocket
 from fastapi.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from . import serve_uvicorn
+from . import serve_uvicorn, web
 from .app import App
 from .settings import load
 
@@ -70,7 +70,18 @@ app.add_middleware(ServerSend)
 @app.api_route("/{path:path}", methods=METHODS)
 async def http(request: Request) -> Response:
     """Every plain HTTP request, GET /ws without an upgrade included."""
-    answer = request.state.core.answer(request.method, request.url.path)
+    core: App = request.state.core
+    limit = core.body_limit(request.method, request.scope["path"])
+    body = (
+        await web.read_body(
+            request.stream(), request.headers.get("content-length"), limit
+        )
+        if limit
+        else b""
+    )
+    answer = await core.answer(
+        serve_uvicorn.plain_request(request.scope, request.method, body)
+    )
     return Response(
         answer.body,
         answer.status,

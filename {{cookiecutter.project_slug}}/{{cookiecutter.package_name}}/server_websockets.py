@@ -1,8 +1,10 @@
 """The server, on the websockets library: the adapter between it and the app.
 
-websockets serves the HTTP requests and the WebSockets; this module turns each
-into a call on the app (app.py) and the app's answers back into websockets'
-objects. Run it as the Procfile does: ``python -m {{ cookiecutter.package_name }}``.
+websockets serves the WebSockets and the GET and HEAD requests, and plain_http.py
+the requests websockets' parser refuses (POST /token, POST /api/publish); this
+module turns each into a call on the app (app.py) and the app's answers back
+into websockets' objects. Run it as the Procfile does:
+``python -m {{ cookiecutter.package_name }}``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Awaitable
 from urllib.parse import urlsplit
 
 from websockets.asyncio.server import ServerConnection, broadcast, serve
@@ -21,6 +24,7 @@ from . import web
 from .admission import Handshake, Slot, wants_websocket
 from .app import App
 from .logs import configure
+from .plain_http import connection_class
 from .protocol import SERVICE_RESTART
 from .settings import Settings, load
 from .sink import CLOSE_TIMEOUT, FrameSink, announce
@@ -73,22 +77,30 @@ class Server:
 
     def process_request(
         self, ws: ServerConnection, request: Request
-    ) -> Response | None:
+    ) -> Response | Awaitable[Response] | None:
         path = urlsplit(request.path).path
         upgrade = wants_websocket(request.headers.get("Upgrade"))
+        peer = ws.remote_address[0] if ws.remote_address else None
+        forwarded_for = web.joined(request.headers.get_all("X-Forwarded-For"))
         if path not in self.app.socket_paths or not upgrade:
-            return _response(self.app.answer(request.method, path), request.method)
+            plain = web.Request(request.method, path, peer, forwarded_for)
+            return self._answer(plain)
         admitted = self.app.admit(
             Handshake(
                 origin=request.headers.get("Origin"),
                 host=request.headers.get("Host"),
                 version=request.headers.get("Sec-WebSocket-Version"),
+                peer=peer,
+                forwarded_for=forwarded_for,
             )
         )
         if isinstance(admitted, web.Response):
             return _response(admitted, request.method)
         self._slots[ws] = admitted
         return None  # websockets completes the handshake, or refuses a broken one
+
+    async def _answer(self, request: web.Request) -> Response:
+        return _response(await self.app.answer(request), request.method)
 
     def process_response(
         self, ws: ServerConnection, request: Request, response: Response
@@ -121,6 +133,8 @@ class Server:
             settings.port,
             process_request=self.process_request,
             process_response=self.process_response,
+            # Requests with a body go to the app through h11 (plain_http.py).
+            create_connection=connection_class(self.app),
             # Pings keep Heroku's router from cutting an idle connection (55 s) and
             # find dead peers; both come from the settings.
             ping_interval=settings.ping_interval,

@@ -7,9 +7,11 @@ allowed, so a typo in a config var fails the deploy instead of a user's connecti
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 # The default Redis channel prefix: rooms of different apps sharing one Redis
@@ -18,6 +20,13 @@ PROJECT_SLUG = "{{ cookiecutter.project_slug }}"
 # Heroku's router closes a connection on which nothing has moved for 55 s (H15/H28).
 ROUTER_IDLE_SECONDS = 55.0
 ROUTER_CUT = "Heroku's router cuts a connection idle for 55 s"
+# HS256 keys: RFC 7518 asks for a key at least as long as the hash (32 bytes).
+MIN_SECRET_BYTES = 32
+MIN_API_KEY_CHARS = 32
+# A room pattern (tokens' rooms and publish claims, AUTH_GUEST_ROOMS): a room name
+# in which * stands for any run of characters.
+PATTERN_RULE = re.compile(r"[A-Za-z0-9_.:*-]{1,64}")
+MAKE_A_KEY = "`openssl rand -hex 32` makes one"
 
 
 class SettingsError(ValueError):
@@ -46,10 +55,35 @@ class Settings:
     # Heroku sets WEB_CONCURRENCY by dyno size (2 on 512 MB dynos); servers that
     # run several processes use it. The memory broker serves one process only.
     processes: int
+    # Identity. The keys that verify connection tokens, AUTH_SECRET first, then
+    # AUTH_SECRET_PREVIOUS; never in a repr, so never in a log or a traceback.
+    auth_keys: tuple[bytes, ...] = field(repr=False)
+    # AUTH_SECRET was unset: the first key is random, good for this process only.
+    auth_key_random: bool
+    auth_timeout: float
+    auth_anonymous: bool
+    auth_guest: bool
+    auth_guest_rooms: tuple[str, ...]
+    auth_guest_ttl: float
+    api_key: str | None = field(repr=False)
+    max_connections_per_client: int
+    # DYNO is set on Heroku: the client address is the last X-Forwarded-For entry,
+    # the one Heroku's router appended (the socket's peer is the router).
+    behind_router: bool
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = _Reader(os.environ if environ is None else environ)
+        secret = env.secret("AUTH_SECRET", MIN_SECRET_BYTES, "bytes")
+        previous = env.secret("AUTH_SECRET_PREVIOUS", MIN_SECRET_BYTES, "bytes")
+        if previous and not secret:
+            raise SettingsError(
+                "AUTH_SECRET_PREVIOUS is set without AUTH_SECRET: set the new key "
+                "in AUTH_SECRET and the one it replaces in AUTH_SECRET_PREVIOUS"
+            )
+        # Unset: a random key, which only this process knows (checked at start).
+        current = secret.encode() if secret else secrets.token_bytes(MIN_SECRET_BYTES)
+        auth_keys = (current,) + ((previous.encode(),) if previous else ())
         return cls(
             port=env.integer("PORT", 8000, low=1, high=65535),
             redis_url=env.redis_url("REDIS_URL"),
@@ -81,6 +115,23 @@ class Settings:
             ),
             # 64: far above any dyno's cores; a typo cannot fork hundreds.
             processes=env.integer("WEB_CONCURRENCY", 1, low=1, high=64),
+            auth_keys=auth_keys,
+            auth_key_random=secret is None,
+            # Long enough for a page to fetch a token on a slow phone network;
+            # short enough that a silent socket does not hold a slot for long.
+            auth_timeout=env.number("AUTH_TIMEOUT", 10),
+            auth_anonymous=env.boolean("AUTH_ANONYMOUS", False),
+            auth_guest=env.boolean("AUTH_GUEST", True),
+            auth_guest_rooms=env.patterns("AUTH_GUEST_ROOMS", ("*",)),
+            # A day: a workshop or a demo session, then a new guest token.
+            auth_guest_ttl=env.number("AUTH_GUEST_TTL", 86400),
+            api_key=env.secret("API_KEY", MIN_API_KEY_CHARS, "characters"),
+            # A school or office behind one NAT fits; one script cannot take the
+            # process's WS_MAX_CONNECTIONS.
+            max_connections_per_client=env.integer(
+                "WS_MAX_CONNECTIONS_PER_CLIENT", 100, low=1
+            ),
+            behind_router=env.present("DYNO"),
         )
 
 
@@ -141,6 +192,37 @@ class _Reader:
             return False
         raise self._refuse(name, raw, "true or false")
 
+    def present(self, name: str) -> bool:
+        return self._raw(name) is not None
+
+    def secret(self, name: str, minimum: int, unit: str) -> str | None:
+        """A key: refused when shorter than ``minimum`` (bytes of UTF-8, or
+        characters), with its length named and its value never shown."""
+        raw = self._raw(name)
+        if raw is None:
+            return None
+        size = len(raw.encode()) if unit == "bytes" else len(raw)
+        if size < minimum:
+            raise SettingsError(
+                f"{name} (not shown, {size} {unit}) is not allowed: at least "
+                f"{minimum} {unit}; {MAKE_A_KEY}"
+            )
+        return raw
+
+    def patterns(self, name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+        raw = self._raw(name)
+        if raw is None:
+            return default
+        patterns = tuple(entry.strip() for entry in raw.split(",") if entry.strip())
+        if not patterns or not all(PATTERN_RULE.fullmatch(p) for p in patterns):
+            raise self._refuse(
+                name,
+                raw,
+                "comma-separated room patterns of 1 to 64 characters among "
+                "A-Z a-z 0-9 _ . : - and *, which stands for any run of them",
+            )
+        return patterns
+
     def text(self, name: str, default: str) -> str:
         return self._raw(name) or default
 
@@ -193,9 +275,17 @@ class _Reader:
 
 
 def load() -> Settings:
-    """The settings, or exit with one line naming the refused variable."""
+    """The settings a web process serves with, or exit with one line naming the
+    refused variable."""
     try:
-        return Settings.from_env()
+        settings = Settings.from_env()
+        if settings.redis_url is not None and settings.auth_key_random:
+            # Each process would make its own key, and refuse the others' tokens.
+            raise SettingsError(
+                "AUTH_SECRET is not set: with REDIS_URL every process and dyno must "
+                f"share one key of at least {MIN_SECRET_BYTES} bytes; {MAKE_A_KEY}"
+            )
+        return settings
     except SettingsError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -1,8 +1,7 @@
 """The plain-HTTP side of the app, decided once for every framework.
 
-``answer`` gives the response to any request that is not a WebSocket handshake,
-and ``refusal`` the one that turns a handshake away; a server module only copies
-a ``Response`` into its framework's own. So every variant answers the same
+A server module describes each plain request as a ``Request`` and copies the
+app's ``Response`` into its framework's own, so every variant answers the same
 request with the same status, ``Content-Type`` and ``Cache-Control``.
 """
 
@@ -10,10 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
+
+from .protocol import ProtocolError
 
 STATIC_DIR = Path(__file__).parent / "static"
 # By suffix, not from the mimetypes module: its answer for .js depends on the
@@ -57,6 +60,84 @@ def text(status: HTTPStatus, *headers: tuple[str, str]) -> Response:
 
 
 NOT_FOUND = text(HTTPStatus.NOT_FOUND)
+ONLY_POST = text(HTTPStatus.METHOD_NOT_ALLOWED, ("Allow", "POST"))
+TOO_LARGE = text(HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A plain HTTP request, as every server module describes it to the app."""
+
+    method: str
+    path: str
+    peer: str | None  # the socket's peer address
+    forwarded_for: str | None  # every X-Forwarded-For header, joined by commas
+    authorization: str | None = None
+    # The body, when the app asked for it (App.body_limit); None: it was longer.
+    body: bytes | None = b""
+
+
+def declared_over(declared: str | None, limit: int) -> bool:
+    """Whether a Content-Length header says the body is longer than ``limit``."""
+    return declared is not None and declared.strip().isdigit() and int(declared) > limit
+
+
+async def read_body(
+    chunks: AsyncIterable[bytes], declared: str | None, limit: int
+) -> bytes | None:
+    """A request body from its framework's stream, or None as soon as it is longer
+    than ``limit`` (its Content-Length, ``declared``, may say so before a byte)."""
+    if declared_over(declared, limit):
+        return None
+    body = bytearray()
+    async for chunk in chunks:
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+def joined(values: Iterable[str]) -> str | None:
+    """A header's every value as one (for X-Forwarded-For), None when it has none."""
+    return ",".join(values) or None
+
+
+def client_address(
+    behind_router: bool, peer: str | None, forwarded_for: str | None
+) -> str:
+    """The client's address: on a dyno the last X-Forwarded-For entry, the one
+    Heroku's router appended (a client can send the header too, but only ahead
+    of it); elsewhere the socket's peer."""
+    if behind_router and forwarded_for:
+        last = forwarded_for.rsplit(",", 1)[-1].strip()
+        if last:
+            return last
+    return peer or "unknown"
+
+
+def bearer(authorization: str | None) -> str | None:
+    """The credential of ``Authorization: Bearer <credential>``."""
+    if authorization is None:
+        return None
+    scheme, _, credential = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        return None
+    return credential.strip()
+
+
+def json_answer(
+    status: HTTPStatus, fields: dict[str, Any], *headers: tuple[str, str]
+) -> Response:
+    body = json.dumps(fields).encode()
+    return Response(status, "application/json", body, (NO_STORE, *headers))
+
+
+def error_answer(
+    status: HTTPStatus, error: ProtocolError, *headers: tuple[str, str]
+) -> Response:
+    """The contract's error object, as a WebSocket client would get it."""
+    fields = {"type": "error", "code": error.code, "message": error.message}
+    return json_answer(status, fields, *headers)
 
 
 def origin_allowed(
