@@ -23,6 +23,7 @@ import time
 import uuid
 from pathlib import Path
 
+import jwt
 import pytest
 import redis
 from websockets.exceptions import ConnectionClosed
@@ -35,7 +36,10 @@ BOOT_SECONDS = 20
 # Heroku sends SIGKILL 30 s after SIGTERM; the contract asks for an exit within 25 s.
 SHUTDOWN_SECONDS = 25
 # Settings the suite controls: the caller's environment must not leak into an app.
-APP_VARIABLES = re.compile(r"^(PORT|REDIS_.*|WS_.*|LOG_LEVEL)$")
+APP_VARIABLES = re.compile(r"^(PORT|REDIS_.*|WS_.*|AUTH_.*|API_KEY|DYNO|LOG_LEVEL)$")
+# The key every app of the suite signs tokens with, unless a test sets its own
+# (AUTH_SECRET="" leaves it unset).
+AUTH_SECRET = "test-only-key-0123456789abcdef-0123456789"
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 # TEST_WRAP_ASGI_SEND=1 (fastapi and django): every app runs behind an outer ASGI
 # middleware that wraps send, as Sentry or OpenTelemetry would, so the whole suite
@@ -51,6 +55,23 @@ def _refuse_constant(name: str):
 def strict_json(text):
     """Parse what the server sent as a browser would: NaN and Infinity refused."""
     return json.loads(text, parse_constant=_refuse_constant)
+
+
+# Settings as on a Heroku dyno: DYNO set (the client address then comes from
+# X-Forwarded-For), and the key the django variant needs there (others ignore it).
+ON_A_DYNO = {"DYNO": "web.1", "SECRET_KEY": "test-only-django-key-" + "s" * 50}
+
+
+def make_token(
+    sub: str = "alice", *, secret: str = AUTH_SECRET, ttl: float = 3600, **claims
+) -> str:
+    """A connection token, as a team's backend mints one with any JWT library."""
+    fields = {"sub": sub, "exp": time.time() + ttl, **claims}
+    return jwt.encode(fields, secret, algorithm="HS256")
+
+
+def new_user() -> str:
+    return f"user-{uuid.uuid4().hex[:12]}"
 
 
 # The publish helper is imported from the project, as a worker dyno would.
@@ -122,6 +143,7 @@ def app_environment(port: int, overrides: dict[str, str]) -> dict[str, str]:
     path = env.get("PATH", os.defpath)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), path])
     env["PORT"] = str(port)
+    env["AUTH_SECRET"] = AUTH_SECRET
     if WRAP_ASGI_SEND:
         if not ASGI_SEND_WRAPPER.is_dir():
             pytest.fail("TEST_WRAP_ASGI_SEND=1 is for the fastapi and django variants")
@@ -345,17 +367,26 @@ class App:
         return f"ws://127.0.0.1:{self.port}{path}"
 
     def http(
-        self, method: str, path: str, headers: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str] | None = None,
+        body: bytes | str | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
-        """One HTTP request; returns status, headers (lower-case names) and body."""
+        """One HTTP request, with ``body`` when given (sent with its
+        Content-Length); returns status, headers (lower-case names) and body."""
         headers = dict(headers or {})
+        if isinstance(body, str):
+            body = body.encode()
+        if body is not None:
+            headers.setdefault("Content-Length", str(len(body)))
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         try:
             has_host = any(name.lower() == "host" for name in headers)
             conn.putrequest(method, path, skip_host=has_host)
             for name, value in headers.items():
                 conn.putheader(name, value)
-            conn.endheaders()
+            conn.endheaders(body)
             response = conn.getresponse()
             body = response.read()
             return (
@@ -546,6 +577,13 @@ class Client:
     def __init__(self, ws):
         self.ws = ws
         self.pending: list[str] = []
+        self.user: dict | None = None  # {"id", "name"} once authenticated
+
+    def authenticate(self, token: str) -> dict:
+        reply = self.request({"type": "auth", "token": token})
+        assert reply["type"] == "authed", reply
+        self.user = reply["user"]
+        return reply
 
     def send(self, frame) -> None:
         self.ws.send(frame if isinstance(frame, str) else json.dumps(frame))
@@ -599,6 +637,13 @@ class Client:
         reply = self.request({"type": "publish", "room": room, "data": data})
         assert reply == {"type": "published", "room": room}
 
+    def sent(self, room: str, data) -> dict:
+        """The message frame a member receives when this client publishes."""
+        frame = {"type": "message", "room": room, "data": data}
+        if self.user is not None:
+            frame["from"] = self.user
+        return frame
+
     def assert_alive(self) -> None:
         assert self.request({"type": "ping", "ref": "alive?"}) == {
             "type": "pong",
@@ -650,10 +695,14 @@ def assert_quiet():
 
 @pytest.fixture
 def ws_client():
-    """Open a WebSocket on an app: ``ws_client(app, path="/ws", **connect_kwargs)``."""
+    """Open a WebSocket on an app: ``ws_client(app, path="/ws", user=None,
+    auth=True, **connect_kwargs)``. On /ws it authenticates first, as ``user``
+    (a new one when None), unless ``auth`` is false."""
     clients = []
 
-    def open_client(app: App, path: str = "/ws", **kwargs) -> Client:
+    def open_client(
+        app: App, path: str = "/ws", user: str | None = None, auth=True, **kwargs
+    ) -> Client:
         kwargs.setdefault("open_timeout", 5)
         kwargs.setdefault("close_timeout", 2)
         kwargs.setdefault("proxy", None)
@@ -666,6 +715,8 @@ def ws_client():
         kwargs.setdefault("legacy", True)
         client = Client(connect(app.url(path), **kwargs))
         clients.append(client)
+        if auth and path == "/ws":
+            client.authenticate(make_token(user or new_user()))
         return client
 
     yield open_client
@@ -696,6 +747,12 @@ class RawWebSocket:
 
     def send_text(self, text: str) -> None:
         self.send_frame(0x1, text.encode())
+
+    def authenticate(self, token: str) -> dict:
+        self.send_text(json.dumps({"type": "auth", "token": token}))
+        reply = self.recv_json()
+        assert reply["type"] == "authed", reply
+        return reply
 
     def _read(self, count: int, deadline: float) -> bytes:
         while len(self.buffer) < count:
@@ -803,13 +860,16 @@ def raw_handshake(
 
 @pytest.fixture
 def raw_ws():
-    """``raw_ws(app, path="/ws", headers=None, rcvbuf=None)``: (status, headers,
-    RawWebSocket); sockets are closed at teardown."""
+    """``raw_ws(app, path="/ws", headers=None, rcvbuf=None, auth=True)``: (status,
+    headers, RawWebSocket), authenticated as a new user once upgraded on /ws
+    unless ``auth`` is false; sockets are closed at teardown."""
     sockets = []
 
-    def open_raw(app: App, path: str = "/ws", headers=None, rcvbuf=None):
+    def open_raw(app: App, path: str = "/ws", headers=None, rcvbuf=None, auth=True):
         status, response_headers, ws = raw_handshake(app.port, path, headers, rcvbuf)
         sockets.append(ws)
+        if auth and status == 101 and path == "/ws":
+            ws.authenticate(make_token(new_user()))
         return status, response_headers, ws
 
     yield open_raw

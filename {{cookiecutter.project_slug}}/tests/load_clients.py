@@ -1,15 +1,16 @@
 """Many WebSocket clients in one process, for load tests run from pytest.
 
-    python tests/load_clients.py URL COUNT [ROOM ...]
+    LOAD_TOKEN=<token> python tests/load_clients.py URL COUNT [ROOM ...]
 
-Opens COUNT connections to URL; every second one joins one of the ROOMs in turn
-and waits for ``joined``. Then it prints one JSON line to stdout,
-``{"ready": COUNT, "seconds": S}``, and waits. When every connection has been
-closed by the server, or when stdin reaches its end (the test gave up waiting),
-it prints a second line, ``{"closes": [[code, time], ...]}``: per connection, the
-code of the close frame it received and the ``time.monotonic()`` of its arrival
-(system-wide on Linux, so comparable with the test's clock), or nulls when none
-came. Any failure before ``ready`` prints ``{"error": "..."}`` and exits 1.
+Opens COUNT connections to URL, each authenticated with LOAD_TOKEN when it is
+set; every second one joins one of the ROOMs in turn and waits for ``joined``.
+Then it prints one JSON line to stdout, ``{"ready": COUNT, "seconds": S}``, and
+waits. When every connection has been closed by the server, or when stdin
+reaches its end (the test gave up waiting), it prints a second line,
+``{"closes": [[code, time], ...]}``: per connection, the code of the close frame
+it received and the ``time.monotonic()`` of its arrival (system-wide on Linux,
+so comparable with the test's clock), or nulls when none came. Any failure
+before ``ready`` prints ``{"error": "..."}`` and exits 1.
 
 A separate process, so that a thousand clients neither share the test's event
 loop or CPU time nor its file descriptors.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -64,14 +66,21 @@ async def open_one(
             compression=None,
             proxy=None,
         )
+        token = os.environ.get("LOAD_TOKEN")
+        if token:
+            await request(ws, {"type": "auth", "token": token}, "authed")
         if room is not None:
-            await ws.send(json.dumps({"type": "join", "room": room}))
-            async with asyncio.timeout(OPEN_TIMEOUT):
-                reply = json.loads(await ws.recv())
-            if reply != {"type": "joined", "room": room}:
-                raise RuntimeError(f"join {room}: {reply}")
+            await request(ws, {"type": "join", "room": room}, "joined")
         assert isinstance(ws, Watched)  # create_connection=Watched above
         return ws
+
+
+async def request(ws: ClientConnection, frame: dict, expected: str) -> None:
+    await ws.send(json.dumps(frame))
+    async with asyncio.timeout(OPEN_TIMEOUT):
+        reply = json.loads(await ws.recv())
+    if reply.get("type") != expected:
+        raise RuntimeError(f"{frame['type']}: {reply}")
 
 
 def say(line: dict) -> None:

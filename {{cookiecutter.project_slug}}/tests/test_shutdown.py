@@ -1,6 +1,7 @@
 """SIGTERM, as Heroku sends it at every restart: close clients, exit 0 in time."""
 
 import json
+import os
 import queue
 import re
 import statistics
@@ -12,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import make_token
 
 # Heroku sends SIGKILL 30 s after SIGTERM; the contract asks for 25 s.
 SHUTDOWN_SECONDS = 25
@@ -100,6 +102,8 @@ class LoadClients:
         script = Path(__file__).with_name("load_clients.py")
         self.process = subprocess.Popen(
             [sys.executable, str(script), url, str(count), *rooms],
+            # One user for them all, as one person's many tabs.
+            env={**os.environ, "LOAD_TOKEN": make_token("load")},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -155,9 +159,10 @@ def test_sigterm_under_load_closes_1000_clients_within_2_s(
 ):
     """1,000 clients, half of them room members on Redis: after SIGTERM each has
     1001 or 1012 within 2 s, and the process exits 0 within 25 s."""
-    app = start_app(redis_server)
-    rooms = [new_room() for _ in range(LOAD_ROOMS)]
     clients = LOAD_PROCESSES * LOAD_PER_PROCESS
+    # Every client is on 127.0.0.1: one client address.
+    app = start_app(redis_server, WS_MAX_CONNECTIONS_PER_CLIENT=str(clients))
+    rooms = [new_room() for _ in range(LOAD_ROOMS)]
     started = time.monotonic()
     groups = [
         LoadClients(app.url(), LOAD_PER_PROCESS, rooms) for _ in range(LOAD_PROCESSES)

@@ -38,6 +38,7 @@ MAX_CLAIM_CHARS = 64
 # Claims of the contract; any other is ignored (aud included: PyJWT would refuse
 # a token with an audience when none is expected).
 DECODE_OPTIONS: Any = {"require": ["sub", "exp"], "verify_aud": False}
+NOT_A_JWT = "the token is not a JWT: three base64url parts joined by dots"
 
 
 class TokenError(ValueError):
@@ -93,7 +94,9 @@ class Verifier:
 
     def verify(self, token: str, *, leeway: float = LEEWAY) -> User:
         """The token's user, or TokenError saying what is wrong with it."""
-        if len(token.encode()) > MAX_TOKEN_BYTES:
+        if not token.isascii():  # base64url and dots only
+            raise TokenError(NOT_A_JWT)
+        if len(token) > MAX_TOKEN_BYTES:
             raise TokenError(f"the token is longer than {MAX_TOKEN_BYTES} bytes")
         return _user(self._claims(token, leeway))
 
@@ -127,7 +130,7 @@ def _reason(error: jwt.PyJWTError) -> str:
     if isinstance(error, jwt.ImmatureSignatureError):
         return "the token is not valid yet (nbf or iat is in the future)"
     if isinstance(error, jwt.DecodeError) and "segments" in str(error):
-        return "the token is not a JWT: three base64url parts joined by dots"
+        return NOT_A_JWT
     return f"the token's claims or encoding are wrong: {error}"
 
 
