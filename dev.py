@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -72,6 +73,11 @@ def demo() -> int:
     # As if the venv were activated: `python` in the Procfile line is the app's.
     env = activated(app_python) | {"PORT": DEMO_PORT}
     broker = "Redis at REDIS_URL" if env.get("REDIS_URL") else "in-memory broker"
+    if env.get("REDIS_URL") and not env.get("AUTH_SECRET", "").strip():
+        # With Redis the app refuses to guess a key (every process must share
+        # one); this one process gets a random key, which it never prints.
+        env["AUTH_SECRET"] = secrets.token_hex(32)
+        broker += ", a random AUTH_SECRET for this run"
     print(f"Running `{command}` in {project.relative_to(ROOT)} ({broker})")
     return serve(command, project, env)
 

@@ -12,7 +12,7 @@ import urllib.request
 from typing import Any
 
 import pytest
-from support import ROOT
+from support import ROOT, require_redis
 
 import tooling
 
@@ -52,9 +52,38 @@ def get_json(url: str) -> dict[str, Any]:
         return found
 
 
+@pytest.fixture
+def broker_env(request, tmp_path):
+    """The demo's environment: no REDIS_URL (memory), or a redis-server of the
+    test's own; AUTH_SECRET unset either way, as on a fresh machine."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("REDIS_URL", "AUTH_SECRET")
+    }
+    if request.param == "memory":
+        yield env
+        return
+    require_redis()
+    port = tooling.free_port()
+    server = subprocess.Popen(
+        [shutil.which("redis-server") or "redis-server", "--port", str(port)]
+        + ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        yield {**env, "REDIS_URL": f"redis://127.0.0.1:{port}"}
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_demo_serves_on_port_8000_and_stops_on_ctrl_c(tmp_path):
+@pytest.mark.parametrize("broker_env", ["memory", "redis"], indirect=True)
+def test_demo_serves_on_port_8000_and_stops_on_ctrl_c(tmp_path, broker_env):
+    """The Quick start's first command, with the memory broker, and with Redis
+    when REDIS_URL is set (the demo then makes the key Redis needs)."""
     with socket.socket() as probe:
         busy = probe.connect_ex(("127.0.0.1", 8000)) == 0
     assert not busy, "port 8000 is busy: stop whatever runs there (a demo?)"
@@ -67,7 +96,7 @@ def test_demo_serves_on_port_8000_and_stops_on_ctrl_c(tmp_path):
             ".git", ".venv", "build", ".cache", "__pycache__", "*_cache"
         ),
     )
-    env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
+    env = broker_env
     log = tmp_path / "demo.log"
     with open(log, "w") as output:
         demo = subprocess.Popen(
@@ -86,7 +115,7 @@ def test_demo_serves_on_port_8000_and_stops_on_ctrl_c(tmp_path):
             except OSError:
                 time.sleep(0.5)  # polling until the app answers, not a fixed wait
         assert health is not None, log.read_text()[-4000:]
-        assert health["broker"] == "memory"
+        assert health["broker"] == ("redis" if "REDIS_URL" in env else "memory")
         assert "http://localhost:8000" in log.read_text()
         demo.send_signal(signal.SIGINT)  # what Ctrl-C sends
         assert demo.wait(timeout=30) == 0, log.read_text()[-4000:]

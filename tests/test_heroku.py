@@ -74,3 +74,24 @@ def test_app_json_provisions_redis_and_heroku_ci(baked):
     # Heroku CI: an in-dyno Redis (a redis:// URL) and the test command.
     assert "heroku-redis:in-dyno" in plan_names(test.get("addons", []))
     assert test["scripts"]["test"].strip()
+
+
+# Set by Heroku itself (PORT, DYNO, WEB_CONCURRENCY) or by the Redis add-on.
+SET_BY_HEROKU = {"PORT", "DYNO", "WEB_CONCURRENCY", "REDIS_URL"}
+
+
+def test_app_json_generates_auth_secret_and_describes_every_setting(baked):
+    """The Heroku Button's form shows each setting the app reads, with a
+    description, and makes the signing key itself."""
+    app = json.loads((baked.project_path / "app.json").read_text())
+    env = app["env"]
+    assert env["AUTH_SECRET"]["generator"] == "secret"
+    assert env["API_KEY"]["required"] is False
+    assert "openssl rand" in env["API_KEY"]["description"]
+    package = answers_of(baked)["package_name"]
+    settings = (baked.project_path / package / "settings.py").read_text()
+    read = set(re.findall(r'env\.\w+\(\s*"([A-Z][A-Z0-9_]+)"', settings))
+    assert {"AUTH_SECRET", "API_KEY", "WS_PING_INTERVAL"} <= read  # the regex works
+    missing = sorted(read - SET_BY_HEROKU - set(env))
+    assert not missing, f"app.json does not describe {missing}"
+    assert all(entry.get("description") for entry in env.values())

@@ -45,7 +45,9 @@ def signed_with_a_key(token: str) -> bool:
     except ValueError:
         return False
     return any(
-        hmac.compare_digest(hmac.new(key, signing_input, hashlib.sha256).digest(), signature)
+        hmac.compare_digest(
+            hmac.new(key, signing_input, hashlib.sha256).digest(), signature
+        )
         for key in (KEY, PREVIOUS)
     )
 
@@ -72,7 +74,9 @@ def claims_strategy():
     text = st.text(max_size=80)
     value = st.recursive(
         st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | text,
-        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3),
+        lambda inner: (
+            st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3)
+        ),
         max_leaves=8,
     )
     return st.fixed_dictionaries(
@@ -127,7 +131,9 @@ def test_mutated_valid_tokens_are_refused_unless_still_signed(data):
         data.draw(st.sampled_from([KEY, PREVIOUS])),
         algorithm="HS256",
     )
-    mutation = data.draw(st.sampled_from(["flip", "insert", "delete", "part", "header"]))
+    mutation = data.draw(
+        st.sampled_from(["flip", "insert", "delete", "part", "header"])
+    )
     chars = list(token)
     if mutation == "header":  # another algorithm named, the signature kept
         header = data.draw(
@@ -173,8 +179,14 @@ def test_the_current_and_previous_keys_are_accepted_and_no_other(key, accepted):
 
 
 def test_mint_makes_a_token_any_jwt_library_reads():
-    token = mint("alice", name="Alice", rooms=["team-42:*"], publish=["team-42:chat"],
-                 ttl=120, key=KEY)
+    token = mint(
+        "alice",
+        name="Alice",
+        rooms=["team-42:*"],
+        publish=["team-42:chat"],
+        ttl=120,
+        key=KEY,
+    )
     claims = jwt.decode(token, KEY, algorithms=["HS256"])
     assert claims["sub"] == "alice"
     assert claims["name"] == "Alice"
@@ -212,8 +224,17 @@ def run_cli(*args, **env):
 def test_the_command_line_prints_a_token_signed_with_auth_secret():
     secret = "cli-secret-" + "9" * 32
     result = run_cli(
-        "--sub", "alice", "--name", "Alice", "--room", "team-42:*", "--room",
-        "user:alice", "--ttl", "60", AUTH_SECRET=secret,
+        "--sub",
+        "alice",
+        "--name",
+        "Alice",
+        "--room",
+        "team-42:*",
+        "--room",
+        "user:alice",
+        "--ttl",
+        "60",
+        AUTH_SECRET=secret,
     )
     assert result.returncode == 0, result.stderr
     token = result.stdout.strip()

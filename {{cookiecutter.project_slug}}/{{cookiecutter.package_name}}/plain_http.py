@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from http import HTTPStatus
 from urllib.parse import urlsplit
 
@@ -66,10 +67,13 @@ class Connection(ServerConnection):
         else:
             super().data_received(data)
 
-    def eof_received(self) -> bool | None:
+    # asyncio's signature: True keeps the transport open after the client's EOF
+    # (websockets' own never does, so it says None).
+    def eof_received(self) -> bool | None:  # type: ignore[override]
         if self._plain is not None:
             return True  # the client may half-close after its body: answer it
-        return super().eof_received()
+        super().eof_received()
+        return None
 
 
 class PlainRequest:
@@ -160,5 +164,5 @@ def _path(target: bytes) -> str:
     return urlsplit(target.decode("latin-1")).path
 
 
-def _all(headers: list[tuple[bytes, bytes]], name: bytes) -> list[str]:
+def _all(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[str]:
     return [value.decode("latin-1") for key, value in headers if key == name]
