@@ -1,11 +1,14 @@
 """The demo page's client, in headless Chromium against a baked app on a real port.
 
-The page is the contract's "Demo page client": it connects, shows its state in
-#status, publishes from #send, lists messages in #messages, and reconnects after
-any close with jittered exponential backoff (0.5 s doubling to 30 s, reset on
-success), rejoining its room, also on another process of the app behind the same
-host (as a stopped dyno's clients land on another). Debian's chromium is driven
-through Playwright (`playwright install` cannot download browsers here).
+The page is the contract's "Demo page client": it asks once for a display name
+in #name (kept in the browser), gets a guest token from POST /token, connects,
+authenticates, shows its state in #status, publishes from #send, lists messages
+with their sender's name in #messages, refreshes its token before it expires,
+and reconnects after any close with jittered exponential backoff (0.5 s doubling
+to 30 s, reset on success; after 4401 with a new token), rejoining its room,
+also on another process of the app behind the same host (as a stopped dyno's
+clients land on another). Debian's chromium is driven through Playwright
+(`playwright install` cannot download browsers here).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import time
 import uuid
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import pytest
 from playwright.sync_api import sync_playwright
@@ -47,6 +51,38 @@ SLACK = 0.4
 SECOND_SLOTS = 2
 # Attempts refused before a slot is freed: three waits of the doubling backoff.
 REFUSED = 3
+# One key for every process that shares a Redis: a token from one is good on all.
+AUTH_SECRET = "demo-page-tests-" + "k" * 32
+# The server's leeway past a token's exp before it closes with 4401 (tokens.py).
+LEEWAY = 5
+# Run before the page's own scripts: notes each text #status shows, how many
+# WebSockets the page opened and each one's close code, and how many guest
+# tokens POST /token handed out.
+TRACE = """
+window.__states = [];
+window.__sockets = 0;
+window.__closes = [];
+window.__tokens = 0;
+new MutationObserver(() => {
+    const shown = document.getElementById("status")?.textContent;
+    const states = window.__states;
+    if (shown !== undefined && shown !== states.at(-1)) states.push(shown);
+}).observe(document, { subtree: true, childList: true, characterData: true });
+const NativeWebSocket = window.WebSocket;
+window.WebSocket = class extends NativeWebSocket {
+    constructor(...args) {
+        super(...args);
+        window.__sockets += 1;
+        this.addEventListener("close", (event) => window.__closes.push(event.code));
+    }
+};
+const nativeFetch = window.fetch;
+window.fetch = async (...args) => {
+    const answer = await nativeFetch(...args);
+    if (String(args[0]).endsWith("/token") && answer.ok) window.__tokens += 1;
+    return answer;
+};
+"""
 
 
 def chromium() -> str:
@@ -301,9 +337,14 @@ def browser():
         launched.close()
 
 
-def open_page(browser, port: int, room: str):
+def open_page(browser, port: int, room: str, name: str = "tester", trace=False):
+    """A new browser context on the page, the name given in its #name form."""
     page = browser.new_page()
+    if trace:
+        page.add_init_script(TRACE)
     page.goto(f"http://127.0.0.1:{port}/?room={room}")
+    page.fill("#name-input", name)
+    page.press("#name-input", "Enter")
     return page
 
 
@@ -315,17 +356,41 @@ def expect_status(page, state: str, timeout: float = 10) -> None:
     )
 
 
-def expect_message(page, text: str, count: int, timeout: float = 5) -> None:
-    """#messages holds `count` children and the last one shows `text`."""
+def expect_message(
+    page, text: str, count: int, sender: str = "", timeout: float = 5
+) -> None:
+    """#messages holds `count` children and the last one shows `text` (and the
+    sender's name, when given)."""
     page.wait_for_function(
-        """([text, count]) => {
+        """([text, sender, count]) => {
             const items = document.querySelector('#messages').children;
+            const shown = items.length ? items[items.length - 1].textContent : '';
             return items.length === count
-                && items[items.length - 1].textContent.includes(text);
+                && shown.includes(text) && shown.includes(sender);
         }""",
-        arg=[text, count],
+        arg=[text, sender, count],
         timeout=timeout * 1000,
     )
+
+
+def last_sender(page) -> str | None:
+    """The user id the server put in `from` of the last message shown."""
+    found = page.eval_on_selector(
+        "#messages > :last-child", "item => item.dataset.userId ?? null"
+    )
+    return None if found is None else str(found)
+
+
+def kept_guest(page) -> dict[str, Any]:
+    """The guest {token, user} the page keeps in localStorage."""
+    kept: dict[str, Any] = page.evaluate(
+        "JSON.parse(localStorage.getItem('realtime-demo.guest') || '{}')"
+    )
+    return kept
+
+
+def traced(page, what: str):
+    return page.evaluate(f"window.__{what}")
 
 
 def say(page, text: str) -> None:
@@ -334,15 +399,15 @@ def say(page, text: str) -> None:
 
 
 def test_pages_talk_and_rejoin_after_a_restart(browser, demo):
-    alice = open_page(browser, demo.port, "browser-talk")
-    bob = open_page(browser, demo.port, "browser-talk")
-    elsewhere = open_page(browser, demo.port, "browser-elsewhere")
+    alice = open_page(browser, demo.port, "browser-talk", "Alice")
+    bob = open_page(browser, demo.port, "browser-talk", "Bob")
+    elsewhere = open_page(browser, demo.port, "browser-elsewhere", "Eve")
     for page in (alice, bob, elsewhere):
         expect_status(page, "connected")
 
     say(alice, "hello from alice")
     for page in (alice, bob):
-        expect_message(page, "hello from alice", 1)
+        expect_message(page, "hello from alice", 1, sender="Alice")
     assert alice.input_value("#message") == "", "the field is cleared after sending"
 
     # A deploy: SIGTERM closes every socket, the pages notice and come back.
@@ -353,9 +418,11 @@ def test_pages_talk_and_rejoin_after_a_restart(browser, demo):
     for page in (alice, bob):
         expect_status(page, "connected")
 
+    # The restarted process signs with a new random key (no AUTH_SECRET): the
+    # pages' kept tokens are refused, so they got new ones for the same names.
     say(bob, "back again")
     for page in (alice, bob):
-        expect_message(page, "back again", 2)
+        expect_message(page, "back again", 2, sender="Bob")
     # The other room never saw either message.
     assert elsewhere.locator("#messages > *").count() == 0
     for page in (alice, bob, elsewhere):
@@ -402,15 +469,16 @@ def test_page_fails_over_to_a_second_process_with_backoff(
     while the second is full, then gets in there and is in its room again."""
     room = f"browser-failover-{uuid.uuid4().hex[:8]}"
     first, second = (Server(*baked_demo, free_port()) for _ in range(2))
-    first.env["REDIS_URL"] = second.env["REDIS_URL"] = redis_url
+    for server in (first, second):
+        server.env |= {"REDIS_URL": redis_url, "AUTH_SECRET": AUTH_SECRET}
     second.env["WS_MAX_CONNECTIONS"] = str(SECOND_SLOTS)
     front = Front([first.port, second.port])
     pages = []
     try:
         first.start()
         second.start()
-        alice = open_page(browser, front.port, room)
-        bob = open_page(browser, second.port, room)
+        alice = open_page(browser, front.port, room, "Alice", trace=True)
+        bob = open_page(browser, second.port, room, "Bob")
         filler = open_page(browser, second.port, f"{room}-filler")
         pages += [alice, bob, filler]
         for page in pages:
@@ -442,13 +510,217 @@ def test_page_fails_over_to_a_second_process_with_backoff(
             ceiling = FIRST_DELAY * 2**k
             assert ceiling / 2 - 0.05 <= waited <= ceiling + SLACK, (k, waits)
 
-        # A member of its room again: bob's message, via the second process, arrives.
+        # A member of its room again, with the token the first process issued (one
+        # AUTH_SECRET): bob's message, via the second process, arrives.
         say(bob, "after the restart")
         for page in (alice, bob):
             expect_message(page, "after the restart", 2)
+        assert traced(alice, "tokens") == 1, "the kept token served the second process"
     finally:
         for page in pages:
             page.close()
         front.close()
         second.stop()
         first.stop()
+
+
+def test_name_is_kept_and_can_be_changed(browser, demo):
+    """Asked once: a reload connects without asking, as the same guest. A new name
+    takes effect on the open connection (a refresh), under the same id."""
+    page = open_page(browser, demo.port, "browser-name", "Dora")
+    expect_status(page, "connected")
+    say(page, "first visit")
+    expect_message(page, "first visit", 1, sender="Dora")
+    guest = last_sender(page)
+    assert guest and guest.startswith("guest-"), guest
+
+    sockets = []
+    page.on("websocket", lambda socket: sockets.append(socket))
+    page.reload()
+    expect_status(page, "connected")
+    assert page.locator("#name").is_hidden(), "a kept name is not asked again"
+    say(page, "came back")
+    expect_message(page, "came back", 1, sender="Dora")
+    assert last_sender(page) == guest, "the kept guest token kept the id"
+
+    page.click("#rename")
+    page.fill("#name-input", "Dora Renamed")
+    page.press("#name-input", "Enter")
+    page.wait_for_function(
+        "document.querySelector('#me-name').textContent === 'Dora Renamed'"
+    )
+    say(page, "new name")
+    expect_message(page, "new name", 2, sender="Dora Renamed")
+    assert last_sender(page) == guest
+    assert len(sockets) == 1, "the name changed without a reconnect"
+    page.close()
+
+
+def test_two_names_on_two_processes_sharing_redis(
+    browser, baked_demo: tuple[Path, Path], redis_url
+):
+    """Each page signs in on its own process; the server puts each sender's name
+    and id on the message, and Redis carries it to the other process."""
+    room = f"browser-names-{uuid.uuid4().hex[:8]}"
+    servers = [Server(*baked_demo, free_port()) for _ in range(2)]
+    pages = []
+    try:
+        for server in servers:
+            server.env |= {"REDIS_URL": redis_url, "AUTH_SECRET": AUTH_SECRET}
+            server.start()
+        ada = open_page(browser, servers[0].port, room, "Ada")
+        bo = open_page(browser, servers[1].port, room, "Bo")
+        pages += [ada, bo]
+        for page in pages:
+            expect_status(page, "connected")
+        ids = [kept_guest(page)["user"]["id"] for page in pages]
+        assert ids[0] != ids[1] and all(i.startswith("guest-") for i in ids), ids
+
+        say(ada, "hello from ada")
+        for page in pages:
+            expect_message(page, "hello from ada", 1, sender="Ada")
+            assert last_sender(page) == ids[0]
+        say(bo, "hello from bo")
+        for page in pages:
+            expect_message(page, "hello from bo", 2, sender="Bo")
+            assert last_sender(page) == ids[1]
+        assert "Bo" not in ada.locator("#messages > :first-child").inner_text()
+    finally:
+        for page in pages:
+            page.close()
+        for server in servers:
+            server.stop()
+
+
+def test_page_refreshes_a_short_lived_token_in_place(
+    browser, baked_demo: tuple[Path, Path]
+):
+    """Guest tokens of 3 s: the page refreshes on its open socket before each
+    expires, so the server never closes it (4401 would come 5 s past exp), and it
+    stays connected, in its room, as the same guest."""
+    server = Server(*baked_demo, free_port())
+    server.env["AUTH_GUEST_TTL"] = "3"
+    server.start()
+    try:
+        page = open_page(browser, server.port, "browser-refresh", "Rita", trace=True)
+        expect_status(page, "connected")
+        connected = time.monotonic()
+        say(page, "before the refreshes")
+        expect_message(page, "before the refreshes", 1, sender="Rita")
+        guest = last_sender(page)
+
+        # Five new tokens, each presented with a refresh on the same socket.
+        page.wait_for_function("window.__tokens >= 6", timeout=30_000)
+        # Past the first token's exp + leeway (+ 1 s for the server's close) with
+        # no close: a fixed pause, since it proves an absence.
+        left = connected + 3 + LEEWAY + 1 - time.monotonic()
+        if left > 0:
+            page.wait_for_timeout(left * 1000)
+        say(page, "after the refreshes")
+        expect_message(page, "after the refreshes", 2, sender="Rita")
+        assert last_sender(page) == guest
+        assert traced(page, "closes") == []
+        assert "reconnecting" not in traced(page, "states"), traced(page, "states")
+        assert traced(page, "sockets") == 1
+        assert page.locator("#status").text_content() == "connected"
+        page.close()
+    finally:
+        server.stop()
+
+
+def test_page_gets_a_new_token_after_4401(browser, baked_demo: tuple[Path, Path]):
+    """POST /token fails from before the page's refresh is due, so the token
+    expires and the server closes with 4401. Once the endpoint answers again the
+    page gets a new token (presenting the expired one, so the same guest) and is
+    back in its room without the user doing anything."""
+    ttl = 12  # the old token is still good as Bearer up to AUTH_GUEST_TTL past exp
+    server = Server(*baked_demo, free_port())
+    server.env["AUTH_GUEST_TTL"] = str(ttl)
+    server.start()
+    blocked = {"on": False, "aborted": 0}
+
+    def token_route(route) -> None:
+        if blocked["on"] and route.request.method == "POST":
+            blocked["aborted"] += 1
+            route.abort()
+        else:
+            route.continue_()
+
+    try:
+        page = browser.new_page()
+        page.add_init_script(TRACE)
+        page.route("**/token", token_route)
+        page.goto(f"http://127.0.0.1:{server.port}/?room=browser-4401")
+        page.fill("#name-input", "Cleo")
+        page.press("#name-input", "Enter")
+        expect_status(page, "connected")
+        say(page, "before the expiry")
+        expect_message(page, "before the expiry", 1, sender="Cleo")
+        guest = last_sender(page)
+
+        blocked["on"] = True
+        page.wait_for_function(
+            "window.__closes.includes(4401)", timeout=(ttl + LEEWAY + 5) * 1000
+        )
+        assert blocked["aborted"] >= 1, "the page tried to refresh before the expiry"
+        assert traced(page, "closes") == [4401]
+        assert traced(page, "tokens") == 1
+        expect_status(page, "reconnecting")
+
+        blocked["on"] = False
+        expect_status(page, "connected")
+        # Asked first, not after trying the expired one: one socket more, no close.
+        assert traced(page, "tokens") == 2, "a new token after the 4401"
+        assert traced(page, "sockets") == 2
+        assert traced(page, "closes") == [4401]
+        say(page, "after the expiry")
+        expect_message(page, "after the expiry", 2, sender="Cleo")
+        assert last_sender(page) == guest
+        page.close()
+    finally:
+        server.stop()
+
+
+def test_page_asks_for_a_new_token_after_a_sign_in_timeout(
+    browser, baked_demo: tuple[Path, Path]
+):
+    """4401 also closes a connection that did not authenticate in AUTH_TIMEOUT.
+    The page's first auth frame is held back, so its fresh token is never seen;
+    after the 4401 the page still asks for a new token before reconnecting,
+    which then goes through untouched."""
+    server = Server(*baked_demo, free_port())
+    server.env["AUTH_TIMEOUT"] = "1"
+    server.start()
+    held: list[object] = []
+
+    def hold_first_auth(ws) -> None:
+        upstream = ws.connect_to_server()
+        first = not held
+
+        def forward(message) -> None:
+            if first and '"auth"' in str(message):
+                held.append(message)
+            else:
+                upstream.send(message)
+
+        ws.on_message(forward)
+        upstream.on_message(lambda message: ws.send(message))
+
+    try:
+        page = browser.new_page()
+        page.add_init_script(TRACE)
+        page.route_web_socket("**/ws", hold_first_auth)
+        page.goto(f"http://127.0.0.1:{server.port}/?room=browser-timeout")
+        page.fill("#name-input", "Tim")
+        page.press("#name-input", "Enter")
+        page.wait_for_function("window.__closes.includes(4401)", timeout=10_000)
+        assert len(held) == 1
+        expect_status(page, "connected")
+        assert traced(page, "tokens") == 2, "a new token after the 4401"
+        assert traced(page, "sockets") == 2
+        assert traced(page, "closes") == [4401]
+        say(page, "signed in")
+        expect_message(page, "signed in", 1, sender="Tim")
+        page.close()
+    finally:
+        server.stop()

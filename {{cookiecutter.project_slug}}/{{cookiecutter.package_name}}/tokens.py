@@ -18,12 +18,13 @@ import functools
 import re
 import sys
 import time
-import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import jwt
+from jwt.algorithms import HMACAlgorithm
+from jwt.api_jws import PyJWS
 
 from .settings import PATTERN_RULE, Settings, SettingsError
 
@@ -38,6 +39,8 @@ MAX_CLAIM_CHARS = 64
 # Claims of the contract; any other is ignored (aud included: PyJWT would refuse
 # a token with an audience when none is expected).
 DECODE_OPTIONS: Any = {"require": ["sub", "exp"], "verify_aud": False}
+# Unicode's control characters (category Cc), which would garble a log or a page.
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 NOT_A_JWT = "the token is not a JWT: three base64url parts joined by dots"
 
 
@@ -91,6 +94,7 @@ class Verifier:
 
     def __init__(self, keys: tuple[bytes, ...]) -> None:
         self._keys = keys
+        self._decoder = _decoder(keys)
 
     def verify(self, token: str, *, leeway: float = LEEWAY) -> User:
         """The token's user, or TokenError saying what is wrong with it."""
@@ -103,7 +107,7 @@ class Verifier:
     def _claims(self, token: str, leeway: float) -> dict[str, Any]:
         for index, key in enumerate(self._keys):
             try:
-                claims: dict[str, Any] = jwt.decode(
+                claims: dict[str, Any] = self._decoder.decode(
                     token,
                     key,
                     algorithms=[ALGORITHM],
@@ -118,6 +122,33 @@ class Verifier:
             except jwt.PyJWTError as error:
                 raise TokenError(_reason(error)) from None
         raise TokenError("no key to check the token with")  # keys is never empty
+
+
+class _PreparedHMAC(HMACAlgorithm):
+    """HS256 with the app's keys checked once: PyJWT checks the key again on
+    every token (is it PEM, SSH, DER, a JWK?), a fifth of each verification."""
+
+    def __init__(self, keys: tuple[bytes, ...]) -> None:
+        super().__init__(HMACAlgorithm.SHA256)
+        self._prepared: dict[bytes, bytes] = {}
+        for key in keys:
+            self._prepared[key] = super().prepare_key(key)
+
+    def prepare_key(self, key: str | bytes) -> bytes:
+        prepared = self._prepared.get(key) if isinstance(key, bytes) else None
+        return prepared if prepared is not None else super().prepare_key(key)
+
+
+def _decoder(keys: tuple[bytes, ...]) -> jwt.PyJWT:
+    """PyJWT's decoder, its HS256 given the prepared keys through its JWS object
+    (an attribute of PyJWT's own, pinned: 2.15.1) after one check that it is
+    there; else PyJWT as it comes, which is only slower."""
+    decoder = jwt.PyJWT()
+    jws = getattr(decoder, "_jws", None)
+    if isinstance(jws, PyJWS) and ALGORITHM in jws.get_algorithms():
+        jws.unregister_algorithm(ALGORITHM)
+        jws.register_algorithm(ALGORITHM, _PreparedHMAC(keys))
+    return decoder
 
 
 def _reason(error: jwt.PyJWTError) -> str:
@@ -179,7 +210,7 @@ def _patterns(claims: dict[str, Any], claim: str) -> tuple[str, ...] | None:
 def has_control(text: str) -> bool:
     """Whether the text has a control character (Unicode category Cc: NUL, tab,
     newline, escape, ...), which would garble a log line or a page."""
-    return any(unicodedata.category(char) == "Cc" for char in text)
+    return CONTROL.search(text) is not None
 
 
 # ------------------------------------------------------------------------ minting
