@@ -88,7 +88,7 @@ def test_slow_consumer_is_closed_1013_and_others_get_everything(
         for _ in range(window):
             assert publisher.reply() == {"type": "published", "room": room}
     for seq in range(count):
-        assert reader.message() == {"type": "message", "room": room, "data": [seq, pad]}
+        assert reader.message() == publisher.sent(room, [seq, pad])
     reader.assert_quiet(0.3)
     # The slow member now reads: an in-order prefix of the messages, then 1013.
     seen = 0
@@ -100,7 +100,7 @@ def test_slow_consumer_is_closed_1013_and_others_get_everything(
             break
         assert opcode == TEXT, f"unexpected frame {opcode:#x}"
         frame = json.loads(payload)
-        assert frame == {"type": "message", "room": room, "data": [seen, pad]}
+        assert frame == publisher.sent(room, [seen, pad])
         seen += 1
     assert seen < count, "the slow consumer was never cut off"
     publisher.assert_alive()

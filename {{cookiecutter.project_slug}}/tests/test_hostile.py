@@ -15,6 +15,7 @@ import threading
 import time
 
 import pytest
+from conftest import make_token, new_user
 
 # Each setting is small so that its limit is cheap to reach in every round.
 SIEGE = {
@@ -61,11 +62,7 @@ class Bystanders:
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
-                expected = {
-                    "type": "message",
-                    "room": self.room,
-                    "data": self.delivered,
-                }
+                expected = self.publisher.sent(self.room, self.delivered)
                 sent = time.monotonic()
                 self.publisher.send(
                     {"type": "publish", "room": self.room, "data": self.delivered}
@@ -229,7 +226,8 @@ def fragmented_message(app, raw_ws, new_room) -> None:
     """A publish in three fragments, a Ping between them and a two-byte character
     split across two of them, is answered like a whole one."""
     room = new_room()
-    _, _, ws = raw_ws(app)
+    _, _, ws = raw_ws(app, auth=False)
+    user = ws.authenticate(make_token(new_user()))["user"]
     ws.send_text(json.dumps({"type": "join", "room": room}))
     assert ws.recv_json() == {"type": "joined", "room": room}
     frame = {"type": "publish", "room": room, "data": "café ✓", "ref": "frag"}
@@ -241,7 +239,7 @@ def fragmented_message(app, raw_ws, new_room) -> None:
     ws.send_frame(CONTINUATION, text[cut + 5 :], fin=True)
     expected = [
         {"type": "published", "room": room, "ref": "frag"},
-        {"type": "message", "room": room, "data": "café ✓"},
+        {"type": "message", "room": room, "data": "café ✓", "from": user},
     ]
     pongs: list[bytes] = []
     texts: list[object] = []

@@ -15,10 +15,6 @@ DATA_VALUES = [
 ]
 
 
-def message(room, data):
-    return {"type": "message", "room": room, "data": data}
-
-
 def test_join_replies_joined(broker_app, ws_client, new_room):
     client = ws_client(broker_app)
     room = new_room()
@@ -47,7 +43,7 @@ def test_every_reply_carries_the_request_ref(broker_app, ws_client, new_room):
         "room": room,
         "ref": "3",
     }
-    assert client.message() == message(room, 1)
+    assert client.message() == client.sent(room, 1)
     client.assert_quiet()
 
 
@@ -78,7 +74,7 @@ def test_message_reaches_members_only(broker_app, ws_client, new_room, assert_qu
         publisher.publish(room, data)
     for member in members:
         assert [member.message() for _ in DATA_VALUES] == [
-            message(room, data) for data in DATA_VALUES
+            publisher.sent(room, data) for data in DATA_VALUES
         ]
     assert_quiet(*members, bystander, publisher)
 
@@ -90,7 +86,7 @@ def test_sender_receives_its_own_message_when_member(broker_app, ws_client, new_
     sender.send({"type": "publish", "room": room, "data": {"n": 1}})
     frames = [sender.next(), sender.next()]
     assert {"type": "published", "room": room} in frames
-    assert message(room, {"n": 1}) in frames
+    assert sender.sent(room, {"n": 1}) in frames
     sender.assert_quiet()
 
 
@@ -100,7 +96,7 @@ def test_publish_without_joining(broker_app, ws_client, new_room):
     member.join(room)
     outsider = ws_client(broker_app)
     outsider.publish(room, "from outside")
-    assert member.message() == message(room, "from outside")
+    assert member.message() == outsider.sent(room, "from outside")
     outsider.assert_quiet()
 
 
@@ -111,7 +107,7 @@ def test_no_message_after_leave(broker_app, ws_client, new_room):
     stayer.join(room)
     leaver.leave(room)
     stayer.publish(room, "after leave")
-    assert stayer.message() == message(room, "after leave")
+    assert stayer.message() == stayer.sent(room, "after leave")
     leaver.assert_quiet()
 
 
@@ -120,8 +116,9 @@ def test_joining_twice_still_delivers_once(broker_app, ws_client, new_room):
     client = ws_client(broker_app)
     client.join(room)
     client.join(room)
-    ws_client(broker_app).publish(room, "once")
-    assert client.message() == message(room, "once")
+    publisher = ws_client(broker_app)
+    publisher.publish(room, "once")
+    assert client.message() == publisher.sent(room, "once")
     client.assert_quiet()
 
 
@@ -131,8 +128,9 @@ def test_rejoin_after_leave(broker_app, ws_client, new_room):
     client.join(room)
     client.leave(room)
     client.join(room)
-    ws_client(broker_app).publish(room, "back")
-    assert client.message() == message(room, "back")
+    publisher = ws_client(broker_app)
+    publisher.publish(room, "back")
+    assert client.message() == publisher.sent(room, "back")
     client.assert_quiet()
 
 
@@ -144,8 +142,9 @@ def test_closing_one_member_leaves_the_others_receiving(
     gone.join(room)
     stays.join(room)
     gone.close()
-    ws_client(broker_app).publish(room, "still here")
-    assert stays.message() == message(room, "still here")
+    publisher = ws_client(broker_app)
+    publisher.publish(room, "still here")
+    assert stays.message() == publisher.sent(room, "still here")
 
 
 def test_publish_order_per_publisher_exactly_once(
@@ -171,9 +170,12 @@ def test_publish_order_per_publisher_exactly_once(
         assert replies == [{"type": "published", "room": room}] * count
     expected = {name: list(range(count)) for name in publishers}
     for client in [*receivers, member_publisher]:
-        got = [client.message()["data"] for _ in range(2 * count)]
+        got = [client.message() for _ in range(2 * count)]
+        for frame in got:  # each from its publisher
+            assert frame == publishers[frame["data"]["from"]].sent(room, frame["data"])
         for name in publishers:
-            assert [d["n"] for d in got if d["from"] == name] == expected[name]
+            numbers = [f["data"]["n"] for f in got if f["data"]["from"] == name]
+            assert numbers == expected[name]
     assert_quiet(*receivers, member_publisher, outside_publisher)
 
 
@@ -190,7 +192,7 @@ def test_pipelined_requests_are_answered_in_order(broker_app, ws_client, new_roo
         {"type": "published", "room": room, "ref": "2"},
         {"type": "pong", "ref": "3"},
     ]
-    assert client.message() == message(room, "mine")
+    assert client.message() == client.sent(room, "mine")
     client.assert_quiet(0.3)
 
 
@@ -207,8 +209,9 @@ def test_join_leave_churn_keeps_membership_right(broker_app, ws_client, new_room
     first.join(room)
     second.join(room)
     second.leave(room)
-    ws_client(broker_app).publish(room, "after churn")
-    assert first.message() == message(room, "after churn")
+    publisher = ws_client(broker_app)
+    publisher.publish(room, "after churn")
+    assert first.message() == publisher.sent(room, "after churn")
     first.assert_quiet(0.3)
     second.assert_quiet(0.001)
 

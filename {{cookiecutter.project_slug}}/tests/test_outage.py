@@ -249,11 +249,7 @@ def test_forced_reconnects_leak_no_connections(
 
     gaps = 0
     member.send({"type": "publish", "room": room, "data": "after", "ref": "end"})
-    while (frame := member.next()) != {
-        "type": "message",
-        "room": room,
-        "data": "after",
-    }:
+    while (frame := member.next()) != member.sent(room, "after"):
         if frame["type"] == "gap":
             assert frame == {"type": "gap", "rooms": [room]}
             gaps += 1

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from {{ cookiecutter.package_name }} import protocol
 
-# The seven error codes of the contract (README, Errors).
+# The ten error codes of the contract (README, Errors).
 CONTRACT_CODES = {
     "invalid_json",
     "invalid_message",
@@ -21,8 +21,13 @@ CONTRACT_CODES = {
     "too_many_rooms",
     "rate_limited",
     "broker_unavailable",
+    "unauthenticated",
+    "invalid_token",
+    "forbidden",
 }
-TYPES = ("join", "leave", "publish", "ping")
+TYPES = ("auth", "refresh", "join", "leave", "publish", "ping")
+# The requests that carry a token (a string) instead of a room.
+TOKEN_TYPES = ("auth", "refresh")
 MAX_REF = 64  # the contract's longest ref
 MISSING = object()  # a key left out of a generated request
 
@@ -52,7 +57,14 @@ wrong_types = (
     st.none() | st.booleans() | st.integers() | st.lists(st.text(), max_size=2)
 )
 # Bits of JSON syntax, so random text is often almost JSON.
-json_ish = st.text(alphabet='{}[]":,.-+0123456789eEtrufalsn \\ujoinpgyedm', max_size=60)
+json_ish = st.text(
+    alphabet='{}[]":,.-+0123456789eEtrufalsn \\ujoinpgyedmhk', max_size=60
+)
+# A token is any string to the parser (verifying it is the connection's job); some
+# are shaped like a JWT.
+tokens = st.text() | st.from_regex(
+    r"[A-Za-z0-9_-]{1,40}\.[A-Za-z0-9_-]{1,40}\.[A-Za-z0-9_-]{0,40}", fullmatch=True
+)
 
 
 def outcome(text: str) -> protocol.Request | protocol.ProtocolError:
@@ -84,6 +96,10 @@ def broken_rules(message) -> set[str]:
         return codes | {"invalid_message"}
     if kind not in TYPES:
         return codes | {"unknown_type"}
+    if kind in TOKEN_TYPES:
+        if not isinstance(message.get("token", MISSING), str):
+            codes.add("invalid_message")
+        return codes
     if kind != "ping":
         room = message.get("room", MISSING)
         if not isinstance(room, str):
@@ -107,6 +123,8 @@ def broken_rules(message) -> set[str]:
 @example("9" * 5_000)  # past Python's limit on digits in an int
 @example('{"type": "ping", "ref": "\\ud800"}')  # a lone surrogate, escaped
 @example('{"type": "ping", "type": "join", "room": "r"}')  # a key twice
+@example('{"type": "auth", "token": "a.b.c", "token": 5}')
+@example('{"type": "refresh", "token": "\\udfff"}')
 def test_any_text_gets_a_request_or_a_contract_error(text):
     outcome(text)
 
@@ -122,15 +140,24 @@ def test_any_json_value_gets_a_request_or_a_contract_error(value):
 
 @st.composite
 def almost_valid_requests(draw) -> dict:
-    """A request of one of the four types, or close to one: each field right,
+    """A request of one of the six types, or close to one: each field right,
     missing, out of range or of the wrong type, plus stray keys."""
     message = draw(
         st.dictionaries(st.sampled_from(["extra", "Type", "rooms", "x"]), json_values)
     )
     fields = {  # key: (right, nearly right)
-        "type": (st.sampled_from(TYPES), st.sampled_from(["JOIN", "pong", "", "x"])),
+        "type": (
+            st.sampled_from(TYPES),
+            st.sampled_from(["JOIN", "pong", "authed", "Auth", "", "x"]),
+        ),
         "room": (valid_rooms, bad_rooms),
         "data": (json_values, json_values),
+        # Nearly right: the token wrapped in a list or an object.
+        "token": (
+            tokens,
+            st.lists(tokens, min_size=1, max_size=1)
+            | st.fixed_dictionaries({"token": tokens}),
+        ),
         "ref": (st.text(max_size=MAX_REF), st.text(min_size=MAX_REF + 1)),
     }
     for key, (right, nearly) in fields.items():
@@ -152,6 +179,11 @@ def almost_valid_requests(draw) -> dict:
 @example({"type": "publish", "room": "r"})
 @example({"type": "ping", "ref": None})
 @example({"type": "dance", "ref": 5})
+@example({"type": "auth"})
+@example({"type": "auth", "token": None, "ref": "a"})
+@example({"type": "refresh", "token": 5})
+@example({"type": "auth", "token": "", "room": "a b"})
+@example({"type": "join", "room": "r", "token": 5})
 def test_almost_valid_requests_get_the_right_answer(message):
     """Valid: a request with the frame's fields. Not: an error whose code names a
     broken rule, carrying the frame's ref unless the ref was the fault."""
@@ -171,21 +203,47 @@ def test_almost_valid_requests_get_the_right_answer(message):
     assert result.type == message["type"]
     assert result.ref == ref
     if result.type == "ping":
-        assert (result.room, result.data) == (None, None)
+        assert (result.room, result.data, result.token) == (None, None, None)
         assert json.loads(protocol.pong(ref)) == _with_ref({"type": "pong"}, ref)
         return
+    if result.type in TOKEN_TYPES:
+        # The token as it came, and nothing else taken from the frame.
+        assert result.token == message["token"]
+        assert (result.room, result.data) == (None, None)
+        user = {"id": "u-1", "name": "Ann"}
+        reply = (
+            protocol.authed(user, 60, ref)
+            if result.type == "auth"
+            else protocol.refreshed(60, ref)
+        )
+        expected = (
+            {"type": "authed", "user": user, "expires_in": 60}
+            if result.type == "auth"
+            else {"type": "refreshed", "expires_in": 60}
+        )
+        assert json.loads(reply) == _with_ref(expected, ref)
+        return
+    assert result.token is None
     assert result.room == message["room"]
-    assert result.room is not None  # every request but ping names its room
+    assert result.room is not None  # every other request names its room
     if result.type == "publish":
         # The same JSON value comes out as went in (-0.0 and 0.0 told apart).
         assert json.dumps(result.data) == json.dumps(message["data"])
-        # The frame for the members is encoded once, by the parser.
-        assert result.text == protocol.message(result.room, result.data)
-        assert json.loads(result.text) == {
+        # The frame for the members: without a sender (an anonymous connection),
+        # and with one, as the last member, set by the server.
+        anonymous = protocol.publish_text(result.room, result.data, None, ref)
+        assert anonymous == protocol.message(result.room, result.data)
+        assert json.loads(anonymous) == {
             "type": "message",
             "room": message["room"],
             "data": message["data"],
         }
+        sender = {"id": "u-1", "name": "Ann"}
+        signed = protocol.publish_text(result.room, result.data, sender, ref)
+        assert signed == protocol.message(result.room, result.data, sender)
+        fields = json.loads(signed)
+        assert list(fields) == ["type", "room", "data", "from"]
+        assert fields == {**json.loads(anonymous), "from": sender}
     reply = {"join": protocol.joined, "leave": protocol.left}.get(
         result.type, protocol.published
     )(result.room, ref)

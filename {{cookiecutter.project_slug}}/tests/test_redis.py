@@ -54,11 +54,11 @@ def test_message_crosses_processes_exactly_once(
         here.publish(room, index)
     for client in (here, there):
         assert [client.message() for _ in range(20)] == [
-            message(room, index) for index in range(20)
+            here.sent(room, index) for index in range(20)
         ]
     there.publish(room, "back")
     for client in (here, there):
-        assert client.message() == message(room, "back")
+        assert client.message() == there.sent(room, "back")
     assert_quiet(here, there)
 
 
@@ -95,7 +95,7 @@ def test_joined_means_subscribed(redis_apps, ws_client, new_room, redis_client):
         room = new_room()
         member.join(room)
         publisher.publish(room, "via the other process")
-        assert member.message() == message(room, "via the other process")
+        assert member.message() == publisher.sent(room, "via the other process")
         room = new_room()
         member.join(room)
         text = json.dumps(message(room, "via redis"))
@@ -133,7 +133,7 @@ def test_app_publishes_the_message_frame_text_on_the_channel(
         data = {"text": "héllo ☃", "list": [1, 2.5, None], "nested": {"a": True}}
         member.publish(room, data)
         text = member.message_text()
-        assert json.loads(text) == message(room, data)
+        assert json.loads(text) == member.sent(room, data)
         assert next_pubsub_message(pubsub)["data"] == text
     finally:
         pubsub.close()
@@ -227,7 +227,7 @@ def test_rediss_with_a_self_signed_certificate(make_redis, start_app, ws_client)
     client = ws_client(app)
     client.join("lobby")
     client.publish("lobby", "over tls")
-    assert client.message() == message("lobby", "over tls")
+    assert client.message() == client.sent("lobby", "over tls")
     # And the message really went through the TLS Redis.
     probe = server.client()
     try:

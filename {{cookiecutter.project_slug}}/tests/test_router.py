@@ -172,7 +172,7 @@ def test_pings_keep_an_idle_connection_open_through_the_router(
     client.assert_quiet(IDLE_SECONDS)
     pings = [t - idle_since for t in client.ws.pings if t >= idle_since]
     client.publish(room, "still here")
-    assert client.message() == {"type": "message", "room": room, "data": "still here"}
+    assert client.message() == client.sent(room, "still here")
     alive = time.monotonic() - idle_since
 
     assert pings, "no Ping crossed the router, yet the connection stayed open"

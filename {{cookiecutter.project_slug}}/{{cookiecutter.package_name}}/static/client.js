@@ -33,6 +33,14 @@ const MAX_DELAY = 30000; // ms; during a long outage each tab tries at most twic
 const HEARTBEAT = 20000; // ms between app-level pings (see the watchdog below)
 const REFRESH_AT = 0.8; // refresh once this share of a token's life has passed
 const MIN_REFRESH = 1000; // ms; a nearly spent token is not refreshed in a tight loop
+// Browsers run a setTimeout longer than 2^31 - 1 ms (24.8 days) at once: a token
+// that lasts longer is refreshed after that long instead, not in a tight loop.
+const MAX_TIMER = 2 ** 31 - 1;
+
+// A timer's delay in ms, within what browsers honour.
+function later(ms) {
+  return Math.min(MAX_TIMER, Math.max(MIN_REFRESH, ms));
+}
 
 export class RealtimeClient extends EventTarget {
   #url;
@@ -243,7 +251,7 @@ export class RealtimeClient extends EventTarget {
       return;
     }
     this.#renewAt = this.#renewTime(seconds);
-    this.#refreshTimer = setTimeout(() => this.#renew("refresh"), this.#renewAt - Date.now());
+    this.#refreshTimer = setTimeout(() => this.#renew("refresh"), later(this.#renewAt - Date.now()));
   }
 
   async #renew(reason) {
@@ -267,7 +275,7 @@ export class RealtimeClient extends EventTarget {
   // the expiry (plus the server's leeway), when the server closes it with 4401.
   #retryRefresh() {
     const left = this.#expiresAt - Date.now();
-    this.#refreshTimer = setTimeout(() => this.#renew("refresh"), Math.max(MIN_REFRESH, left / 2));
+    this.#refreshTimer = setTimeout(() => this.#renew("refresh"), later(left / 2));
   }
 
   #tokenFailed(error) {
