@@ -10,6 +10,11 @@ dict update, so the load generator costs far less CPU than the servers it
 measures. Every time is ``time.monotonic()``, one clock for every process on the
 machine, so a publisher's timestamp can be compared with another process's
 receipt.
+
+With identity (the harness passes tokens), a client sends its auth frame right
+after the 101 and counts as connected once ``authed`` is back, as a browser
+that must authenticate before it can do anything: the connect rate includes
+authentication. The harness mints the tokens; a client only carries its own.
 """
 
 from __future__ import annotations
@@ -123,6 +128,9 @@ class Client(asyncio.Protocol):
             self.opened.set_exception(ConnectionError(f"closed before 101: {exc}"))
         if not self.closed.done():
             self.closed.set_result(self.close_code)
+        # An empty reply: whoever awaits one (authed, joined) learns at once that
+        # none will come, e.g. after a 4401, instead of at its timeout.
+        self.replies.put_nowait(b"")
 
     def data_received(self, data: bytes) -> None:
         now = time.monotonic()
@@ -176,8 +184,14 @@ class Client(asyncio.Protocol):
 
 
 async def open_client(
-    worker: Worker, host: str, port: int, path: str, rcvbuf: int | None = None
+    worker: Worker,
+    host: str,
+    port: int,
+    path: str,
+    rcvbuf: int | None = None,
+    token: str | None = None,
 ) -> Client:
+    """A connection open (and authenticated, with a token) or an exception."""
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setblocking(False)
@@ -190,7 +204,27 @@ async def open_client(
     )
     # The handshake must finish well inside the apps' 10 s open timeout.
     await asyncio.wait_for(client.opened, 30)
+    if token is not None:
+        await authenticate(client, token)
     return client
+
+
+def refused(client: Client, reply: bytes) -> str:
+    """What the server said instead of the reply a request wanted."""
+    return reply.decode() if reply else f"closed, code {client.close_code}"
+
+
+async def authenticate(client: Client, token: str) -> None:
+    """The auth frame, first; the apps answer it with authed or an error.
+
+    Well inside AUTH_TIMEOUT (10 s): a connection still waiting then is closed
+    with 4401 and fails here with that code.
+    """
+    client.send_text(json.dumps({"type": "auth", "token": token}))
+    reply = await asyncio.wait_for(client.replies.get(), 30)
+    if b'"authed"' not in reply:
+        # ConnectionError: connect() counts it as a failed connection, with this.
+        raise ConnectionError(f"auth: {refused(client, reply)}")
 
 
 async def join(client: Client) -> None:
@@ -199,8 +233,8 @@ async def join(client: Client) -> None:
         reply = await asyncio.wait_for(client.replies.get(), 60)
         if b"joined" in reply:
             return
-        if b"error" in reply:
-            raise RuntimeError(reply.decode())
+        if b"error" in reply or not reply:
+            raise RuntimeError(f"join: {refused(client, reply)}")
 
 
 def cpu_seconds() -> float:
@@ -226,6 +260,10 @@ async def handle(worker: Worker, cmd: dict[str, Any]) -> dict[str, Any]:
     name = cmd["cmd"]
     if name == "connect":
         return await connect(worker, cmd)
+    if name == "join":
+        started = time.monotonic()
+        await asyncio.gather(*(join(client) for client in worker.clients))
+        return {"started": started, "joined": time.monotonic()}
     if name == "publish":
         text = publish_text(cmd["app"], cmd["seq"], cmd.get("pad", ""))
         connected(worker.publisher).send_text(text)
@@ -259,31 +297,37 @@ async def handle(worker: Worker, cmd: dict[str, Any]) -> dict[str, Any]:
 
 
 async def connect(worker: Worker, cmd: dict[str, Any]) -> dict[str, Any]:
-    """Open ``count`` connections, at most ``window`` handshakes in flight, then
-    join them to the room when ``join`` (the apps; the references need none)."""
+    """Open ``count`` connections, at most ``window`` in flight from the first
+    byte of the handshake to the 101, or to ``authed`` when ``tokens`` (one per
+    connection) are given. Joining the room is the ``join`` command's, after, so
+    the harness can tell the server's CPU for connecting from that for joining."""
     host, port, path = cmd["host"], cmd["port"], cmd["path"]
     if cmd.get("publisher"):
-        worker.publisher = await open_client(worker, host, port, path)
+        worker.publisher = await open_client(
+            worker, host, port, path, token=cmd.get("token")
+        )
         return {"ok": True}
+    count = cmd["count"]
+    tokens: list[str | None] = cmd.get("tokens") or [None] * count
+    if len(tokens) != count:
+        raise ValueError(f"{len(tokens)} tokens for {count} connections")
     window = asyncio.Semaphore(cmd["window"])
     failures: list[str] = []
 
-    async def one() -> None:
+    async def one(token: str | None) -> None:
         async with window:
             try:
-                worker.clients.append(await open_client(worker, host, port, path))
+                client = await open_client(worker, host, port, path, token=token)
             except (OSError, ConnectionError, TimeoutError) as exc:
                 failures.append(repr(exc))
+            else:
+                worker.clients.append(client)
 
     started = time.monotonic()
-    await asyncio.gather(*(one() for _ in range(cmd["count"])))
-    opened = time.monotonic()
-    if cmd["join"]:
-        await asyncio.gather(*(join(client) for client in worker.clients))
+    await asyncio.gather(*(one(token) for token in tokens))
     return {
         "started": started,
-        "opened": opened,
-        "joined": time.monotonic(),
+        "opened": time.monotonic(),
         "connected": len(worker.clients),
         "failures": failures[:5],
         "failed": len(failures),
@@ -321,7 +365,12 @@ async def publish_at_rate(worker: Worker, cmd: dict[str, Any]) -> dict[str, Any]
 async def open_slow(worker: Worker, cmd: dict[str, Any]) -> dict[str, Any]:
     """A client that joins and then reads nothing: a phone in a tunnel."""
     client = await open_client(
-        worker, cmd["host"], cmd["port"], cmd["path"], rcvbuf=cmd["rcvbuf"]
+        worker,
+        cmd["host"],
+        cmd["port"],
+        cmd["path"],
+        rcvbuf=cmd["rcvbuf"],
+        token=cmd.get("token"),
     )
     if cmd["join"]:
         await join(client)
@@ -345,7 +394,9 @@ async def check_slow(worker: Worker) -> dict[str, Any]:
 
 async def main() -> None:
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1 << 20)
+    # A connect command carries a token per connection: 3,000 of about 220 bytes
+    # is 0.7 MB on one line.
+    reader = asyncio.StreamReader(limit=1 << 24)
     await loop.connect_read_pipe(
         lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
     )

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
+import hashlib
+import hmac
 import json
 import math
 import os
@@ -20,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,6 +37,7 @@ from report import REFERENCES  # noqa: E402
 from results import (  # noqa: E402
     E2E,
     E2E_PRECISION,
+    Auth,
     Change,
     Config,
     Figures,
@@ -62,9 +67,10 @@ BUILD = ROOT / "build" / "bench"
 CHANGES = BENCH / "changes"
 CLIENT = BENCH / "client.py"
 PHASES = ["sizes", "e2e", "slow"]
-# Handshakes in flight across all client processes: under every server's listen
-# backlog (asyncio's default is 100), so no SYN is dropped and the connect rate
-# measures the server rather than TCP's 1 s retransmit.
+# Handshakes in flight across all client processes (each until its 101, or its
+# authed where clients authenticate): under every server's listen backlog
+# (asyncio's default is 100), so no SYN is dropped and the connect rate measures
+# the server rather than TCP's 1 s retransmit.
 CONNECT_WINDOW = 64
 # No client process holds more than this many sockets (the brief's ~5,000), so
 # none nears the 20,000 file limit and several share the client-side work.
@@ -92,10 +98,22 @@ SLOW_RCVBUF = 4096
 # The benchmark's publisher sends far faster than a person types: the apps'
 # per-connection rate limit (20/s) is raised for its process, nothing else.
 FAST = {"WS_RATE_LIMIT": "1000000", "WS_RATE_BURST": "1000000"}
+# The apps' default WS_MAX_CONNECTIONS, raised to N + 1 past it.
+MAX_CONNECTIONS = 9000
+# Identity: a variant that has it (its package has tokens.py) refuses to start
+# with REDIS_URL and no AUTH_SECRET, and its clients authenticate first. The key
+# is fixed and public, a benchmark's, so runs are alike; past the 32-byte minimum.
+AUTH_SECRET = "bench-only-key-public-not-secret-0123456789"
+# exp - iat of the clients' tokens: past any phase, so none expires mid-run (the
+# apps close a connection at its exp with 4401); and each connection holds the
+# timer of its expiry, as a real one does.
+TOKEN_TTL = 3600
 
 
 FULL = Config(
     sizes=(1000, 5000, 9000),
+    # The size of the identity issue's connect-rate target.
+    anonymous_sizes=(5000,),
     rounds=20,  # the issue's minimum for p50/p99
     e2e_receivers=1000,
     e2e_start_rate=20,
@@ -115,6 +133,7 @@ FULL = Config(
 )
 QUICK = Config(
     sizes=(300,),
+    anonymous_sizes=(300,),
     rounds=10,  # the order check in tests/test_bench.py wants a steady p50
     e2e_receivers=100,
     e2e_start_rate=20,
@@ -140,6 +159,7 @@ class Server:
     app: bool  # speaks the template's protocol (join, publish); else raw relay
     env: dict[str, str] = field(default_factory=dict)
     versions: str = ""
+    identity: bool = False  # its clients authenticate (the template's, since)
 
 
 # ---------------------------------------------------------------- processes
@@ -342,7 +362,66 @@ def histogram_percentile(histogram: dict[int, int], q: float) -> float:
     return float("nan")
 
 
+# ---------------------------------------------------------------- identity
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+JWT_HEADER = b64url(b'{"alg":"HS256","typ":"JWT"}')
+
+
+def token(sub: str, name: str) -> str:
+    """An HS256 JWT with the claims the template's tokens.mint gives one (sub,
+    name, iat, exp), made by hand: hmac and base64 need no package in the venv
+    the client processes share with the harness."""
+    now = int(time.time())
+    claims = {"sub": sub, "name": name, "iat": now, "exp": now + TOKEN_TTL}
+    signed = f"{JWT_HEADER}.{b64url(json.dumps(claims).encode())}"
+    key = AUTH_SECRET.encode()
+    signature = hmac.new(key, signed.encode(), hashlib.sha256).digest()
+    return f"{signed}.{b64url(signature)}"
+
+
+class Users:
+    """The run's users, one per connection: a deployment's connections are
+    mostly distinct people, each a token of their own, so the server holds an id
+    and a name per connection, not one shared by thousands."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def tokens(self, k: int) -> list[str]:
+        found = []
+        for _ in range(k):
+            self.count += 1
+            # A random UUID: the kind of id an identity provider issues, as long.
+            found.append(token(str(uuid.uuid4()), f"Bench user {self.count}"))
+        return found
+
+    def one(self) -> str:
+        return self.tokens(1)[0]
+
+
+def auth_settings() -> Auth:
+    return Auth(
+        secret_bytes=len(AUTH_SECRET.encode()),
+        token_bytes=len(token(str(uuid.uuid4()), "Bench user 1000")),
+        token_ttl=TOKEN_TTL,
+    )
+
+
 # ---------------------------------------------------------------- measurements
+
+
+@dataclass
+class Connected:
+    """What connecting N clients took: time, then the server's CPU seconds."""
+
+    seconds: float  # the first handshake to the last 101, or authed
+    server_cpu: float  # all the server's processes, meanwhile
+    join_seconds: float  # then joining the room (an app's), all of them
 
 
 class Run:
@@ -351,6 +430,24 @@ class Run:
         self.tools = tools
         self.redis_url = redis_url
         self.logs = logs
+        self.users = Users()
+
+    def authenticates(self, server: Server, anonymous: bool) -> bool:
+        """Whether this server's clients send an auth frame in this run."""
+        return server.identity and not anonymous
+
+    async def connect_publisher(
+        self, server: Server, process: Process, publisher: Worker, anonymous: bool
+    ) -> None:
+        authenticated = self.authenticates(server, anonymous)
+        await publisher.call(
+            cmd="connect",
+            publisher=True,
+            host="127.0.0.1",
+            port=process.port,
+            path="/ws",
+            token=self.users.one() if authenticated else None,
+        )
 
     async def start(self, server: Server, label: str, **env: str) -> Process:
         log = self.logs / f"{server.name}-{label}.log"
@@ -365,11 +462,24 @@ class Run:
         return process
 
     async def connect(
-        self, server: Server, process: Process, receivers: list[Worker], n: int
-    ) -> tuple[float, float]:
-        """Open n connections spread over the receivers (and join them, for an
-        app); the seconds opening them took, then joining them."""
+        self,
+        server: Server,
+        process: Process,
+        receivers: list[Worker],
+        n: int,
+        anonymous: bool = False,
+    ) -> Connected:
+        """Open n connections spread over the receivers (authenticated, for a
+        variant with identity unless anonymous), then join them to the room (an
+        app's): how long each took, and the server's CPU while connecting."""
         window = max(1, CONNECT_WINDOW // len(receivers))
+        counts = shares(n, len(receivers))
+        # Minted before the clock starts: a backend's work, not the server's.
+        authenticated = self.authenticates(server, anonymous)
+        tokens = [
+            self.users.tokens(count) if authenticated else None for count in counts
+        ]
+        cpu = cpu_seconds(process.pid)
         answers = await asyncio.gather(
             *(
                 worker.call(
@@ -379,21 +489,24 @@ class Run:
                     path="/ws",
                     count=count,
                     window=window,
-                    join=server.app,
+                    tokens=mine,
                 )
-                for worker, count in zip(
-                    receivers, shares(n, len(receivers)), strict=True
-                )
+                for worker, count, mine in zip(receivers, counts, tokens, strict=True)
             )
         )
+        server_cpu = cpu_seconds(process.pid) - cpu
         failed = sum(answer["failed"] for answer in answers)
         if failed:
             failures = [answer["failures"] for answer in answers]
             raise RuntimeError(f"{failed} of {n} connections failed: {failures}")
         started = min(answer["started"] for answer in answers)
         opened = max(answer["opened"] for answer in answers)
-        joined = max(answer["joined"] for answer in answers)
-        return opened - started, joined - opened
+        join_seconds = 0.0
+        if server.app:  # the references relay to every connection: no rooms
+            joins = await asyncio.gather(*(w.call(cmd="join") for w in receivers))
+            began = min(answer["started"] for answer in joins)
+            join_seconds = max(answer["joined"] for answer in joins) - began
+        return Connected(opened - started, server_cpu, join_seconds)
 
     async def rounds(
         self,
@@ -425,31 +538,34 @@ class Run:
             await asyncio.sleep(pause)
         return done
 
-    async def size(self, server: Server, n: int) -> Size:
-        """Connect rate, RSS per idle connection and broadcast completion at N."""
+    async def size(self, server: Server, n: int, anonymous: bool = False) -> Size:
+        """Connect rate, RSS per idle connection and broadcast completion at N.
+
+        anonymous: a variant with identity, run with AUTH_ANONYMOUS=true and no
+        auth frame, to measure next to the authenticated run what identity costs.
+        """
         # The publisher is connection N + 1: the apps' limit (9,000 by default)
-        # is raised by that one; no other setting changes.
-        limit = {"WS_MAX_CONNECTIONS": str(max(9000, n + 1))}
-        process = await self.start(server, f"n{n}", **limit)
+        # is raised by that one; and so is the per-client limit (every client
+        # here is 127.0.0.1: one address, where a deployment's are many).
+        most = str(max(MAX_CONNECTIONS, n + 1))
+        env = {"WS_MAX_CONNECTIONS": most}
+        if server.identity:
+            env["WS_MAX_CONNECTIONS_PER_CLIENT"] = most
+        if anonymous:
+            env["AUTH_ANONYMOUS"] = "true"
+        label = f"n{n}-anonymous" if anonymous else f"n{n}"
+        process = await self.start(server, label, **env)
         k = max(2, math.ceil(n / PER_CLIENT_PROCESS))
         publisher, *receivers = await workers(self.tools, 1 + k)
         try:
-            await publisher.call(
-                cmd="connect",
-                publisher=True,
-                host="127.0.0.1",
-                port=process.port,
-                path="/ws",
-            )
+            await self.connect_publisher(server, process, publisher, anonymous)
             # Warm-up: the first publish imports and allocates what every later one
             # reuses, so it is not counted per connection below.
             await publisher.call(cmd="publish", app=server.app, seq=-1, pad="")
             rss_before = await settled_rss(process.pid)
             cpu = await asyncio.gather(*(w.cpu() for w in receivers))
             began = time.monotonic()
-            connect_seconds, join_seconds = await self.connect(
-                server, process, receivers, n
-            )
+            connected = await self.connect(server, process, receivers, n, anonymous)
             connect_client_cpu_max = await busiest(receivers, cpu, began)
             rss_idle = await settled_rss(process.pid)
             server_cpu = cpu_seconds(process.pid)
@@ -471,9 +587,11 @@ class Run:
                 completions=rounds.completions,
                 lost=rounds.lost,
                 n=n,
+                authenticated=self.authenticates(server, anonymous),
                 client_processes=k,
-                connect_seconds=connect_seconds,
-                join_seconds=join_seconds,
+                connect_seconds=connected.seconds,
+                connect_server_cpu=connected.server_cpu,
+                join_seconds=connected.join_seconds,
                 connect_client_cpu_max=connect_client_cpu_max,
                 rss_before=rss_before,
                 rss_idle=rss_idle,
@@ -506,13 +624,7 @@ class Run:
         idle: list[float] = []
         fixed: list[Step] = []
         try:
-            await publisher.call(
-                cmd="connect",
-                publisher=True,
-                host="127.0.0.1",
-                port=origin.port,
-                path="/ws",
-            )
+            await self.connect_publisher(server, origin, publisher, anonymous=False)
             await self.connect(server, target, receivers, m)
             stream = Stream(server, publisher, receivers, m, [origin, target])
 
@@ -543,13 +655,7 @@ class Run:
         process = await self.start(server, "slow", **FAST)
         publisher, receiver, slow = await workers(self.tools, 3)
         try:
-            await publisher.call(
-                cmd="connect",
-                publisher=True,
-                host="127.0.0.1",
-                port=process.port,
-                path="/ws",
-            )
+            await self.connect_publisher(server, process, publisher, anonymous=False)
             await self.connect(server, process, [receiver], n)
             before = await self.rounds(
                 server,
@@ -568,6 +674,7 @@ class Run:
                 path="/ws",
                 join=server.app,
                 rcvbuf=SLOW_RCVBUF,
+                token=self.users.one() if server.identity else None,
             )
             rss_start = rss_bytes(process.pid)
             series = []
@@ -745,7 +852,17 @@ def bake(framework: str, tools: Path, template: Path = ROOT) -> Server:
     command = web_command(project)
     # One app process however the dyno is sized; every other setting default.
     env = {"WEB_CONCURRENCY": "1"}
-    return Server(framework, command, project, python, app=True, env=env)
+    # A template before identity has no tokens.py and ignores these settings:
+    # --template <an older checkout> runs as it always did, without auth.
+    identity = any(project.glob("*/tokens.py"))
+    if identity:
+        env["AUTH_SECRET"] = AUTH_SECRET
+        # All the bench's clients share one address: the per-client limit (100
+        # by default) is raised to the process's, as WS_MAX_CONNECTIONS is.
+        env["WS_MAX_CONNECTIONS_PER_CLIENT"] = str(MAX_CONNECTIONS)
+    return Server(
+        framework, command, project, python, app=True, env=env, identity=identity
+    )
 
 
 def references() -> list[Server]:
@@ -874,11 +991,18 @@ async def measure(
         for server in servers:
             other = OtherWork()
             entry = results[server.name] = ServerResults(
-                versions=server.versions, load_at_start=os.getloadavg()[0]
+                versions=server.versions,
+                load_at_start=os.getloadavg()[0],
+                identity=server.identity,
             )
             for n in cfg.sizes if "sizes" in args.phases else ():
                 print(f"bench: {server.name} N={n}", flush=True)
                 entry.sizes[str(n)] = await run.size(server, n)
+                if server.identity and n in cfg.anonymous_sizes:
+                    # Right after, on a fresh process: the pair is what
+                    # authentication costs, under the same conditions.
+                    print(f"bench: {server.name} N={n} anonymous", flush=True)
+                    entry.anonymous[str(n)] = await run.size(server, n, anonymous=True)
             if "e2e" in args.phases:
                 print(f"bench: {server.name} end-to-end", flush=True)
                 entry.e2e = await run.e2e(server)
@@ -903,7 +1027,9 @@ def record(name: str, template: Path, data: Results) -> None:
         commit=commit,
         results={
             server: {
-                n: Figures(size.p50, size.p99, size.rss_per_connection)
+                n: Figures(
+                    size.p50, size.p99, size.rss_per_connection, size.connect_rate
+                )
                 for n, size in entry.sizes.items()
             }
             for server, entry in data.results.items()
@@ -934,6 +1060,15 @@ def main() -> None:
         "--sizes", nargs="+", type=int, help="connection counts instead of the lane's"
     )
     parser.add_argument(
+        "--anonymous-sizes",
+        nargs="*",
+        type=int,
+        metavar="N",
+        help="sizes at which each variant with identity also runs anonymously, "
+        "for what authentication costs (default: the lane's, 5,000 or 300, if "
+        "among the sizes; none given: none)",
+    )
+    parser.add_argument(
         "--template",
         type=Path,
         default=ROOT,
@@ -950,6 +1085,14 @@ def main() -> None:
     cfg = QUICK if args.quick else FULL
     if args.sizes:
         cfg = replace(cfg, sizes=tuple(args.sizes))
+    # An anonymous run is measured next to the authenticated one of its size.
+    if args.anonymous_sizes is not None:
+        if not set(args.anonymous_sizes) <= set(cfg.sizes):
+            parser.error(f"--anonymous-sizes: not among the sizes {cfg.sizes}")
+        cfg = replace(cfg, anonymous_sizes=tuple(args.anonymous_sizes))
+    else:  # the lane's, those of them --sizes kept
+        kept = tuple(n for n in cfg.anonymous_sizes if n in cfg.sizes)
+        cfg = replace(cfg, anonymous_sizes=kept)
     out = args.out or (BUILD / "quick" if args.quick else ROOT / "docs")
     tools = Path(sys.executable)
     started = time.monotonic()
@@ -969,6 +1112,7 @@ def main() -> None:
         connect_window=CONNECT_WINDOW,
         round_pause=ROUND_PAUSE,
         fast=FAST,
+        auth=auth_settings() if any(s.identity for s in servers) else None,
     )
     results = asyncio.run(measure(cfg, servers, tools, args))
     meta.seconds = time.monotonic() - started

@@ -87,6 +87,8 @@ def size_table(results: dict[str, ServerResults], n: str) -> list[str]:
     rows = [
         f"### N = {int(n):,}",
         "",
+        "Connect: N connections from the first handshake to the last 101 or, "
+        "where clients authenticate, the last `authed`, per second. "
         "Completion: publish → the last of N clients has the message, over "
         "the rounds. Ratios are this row's p50 completion over the reference's "
         "(below 1: faster). RSS: the server process after N idle connections; per "
@@ -137,6 +139,75 @@ def memory_table(results: dict[str, ServerResults]) -> list[str]:
         rows.append(
             f"| {name} | {mine / KIB:.1f} | {ratio(mine, refs['LIMIT'])} "
             f"| {ratio(mine, refs['PEER'])} | {ratio(mine, refs['PEER-DJANGO'])} |"
+        )
+    return rows
+
+
+def signed(value: float) -> str:
+    """A difference, with its sign (a true minus, like the tables' ×)."""
+    return f"{value:+,.0f}".replace("-", "−")
+
+
+def between(values: list[float], unit: str) -> str:
+    """The lowest and the highest difference, or one where they agree."""
+    low, high = signed(min(values)), signed(max(values))
+    return f"{low} {unit}" if low == high else f"{low} to {high} {unit}"
+
+
+def auth_table(results: dict[str, ServerResults]) -> list[str]:
+    """Each variant with identity at the same N twice, as its clients
+    authenticate and then anonymously: what authentication costs a connection."""
+    pairs = [
+        (name, n, results[name].anonymous[n], results[name].sizes[n])
+        for name in names(results)
+        for n in sorted(results[name].anonymous, key=int)
+        if n in results[name].sizes
+    ]
+    if not pairs:
+        return []
+    cpu = [
+        auth.cpu_us_per_connection - anon.cpu_us_per_connection
+        for *_, anon, auth in pairs
+    ]
+    rss = [
+        auth.rss_per_connection - anon.rss_per_connection for *_, anon, auth in pairs
+    ]
+    runs = "one pair of runs" if len(pairs) == 1 else f"{len(pairs)} pairs of runs"
+    rows = [
+        "## What authentication costs",
+        "",
+        "Each variant at the same N twice, on fresh processes, one right after "
+        "the other: authenticated, as in the tables above (every client sends "
+        "its auth frame after the 101 and is connected at `authed`; messages "
+        "carry `from`), and "
+        "anonymous (AUTH_ANONYMOUS=true, no auth frame, no `from`). In each cell "
+        "anonymous → authenticated, then the difference. Connect: connections per "
+        "second, to the 101 or to `authed`. Server CPU per connection: the server's "
+        "CPU time from the first handshake to the last 101 or `authed`, over N (the "
+        "handshake and admission; authenticated, also the auth frame, the token's "
+        "HS256 check, the user, its expiry timer and the `authed` reply). RSS per "
+        "idle connection and completion as above.",
+        "",
+        f"Per connection, authentication costs {between(cpu, 'µs')} of server "
+        f"CPU and {between(rss, 'bytes')} of RSS ({runs}, one of each per "
+        "variant and N: the figures of one run, with its noise).",
+        "",
+        "| server | N | connect (conn/s) | × | server CPU/conn (µs) | + µs "
+        "| RSS/conn (KiB) | + bytes | completion p50 (ms) | × |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, n, anon, auth in pairs:
+        rows.append(
+            f"| {name} | {int(n):,} "
+            f"| {anon.connect_rate:,.0f} → {auth.connect_rate:,.0f} "
+            f"| {ratio(auth.connect_rate, anon.connect_rate)} "
+            f"| {anon.cpu_us_per_connection:,.0f} → "
+            f"{auth.cpu_us_per_connection:,.0f} "
+            f"| {signed(auth.cpu_us_per_connection - anon.cpu_us_per_connection)} "
+            f"| {anon.rss_per_connection / KIB:.1f} → "
+            f"{auth.rss_per_connection / KIB:.1f} "
+            f"| {signed(auth.rss_per_connection - anon.rss_per_connection)} "
+            f"| {ms(anon.p50)} → {ms(auth.p50)} | {ratio(auth.p50, anon.p50)} |"
         )
     return rows
 
@@ -463,7 +534,8 @@ def changes() -> list[str]:
         "Each row is a run of `python3 bench/run.py --template <checkout> --record "
         "<name>` on the template as of the commit named (broadcast phase, one app "
         f"process). Completion p50 / p99 at N = {int(CHANGE_SIZE):,} in ms, then "
-        "RSS per idle connection in KiB.",
+        "RSS per idle connection in KiB, then (recorded since identity) the "
+        "connect rate in conn/s.",
         "",
         "| run | commit | " + " | ".join(FRAMEWORKS) + " |",
         "|---|---|" + "---|" * len(FRAMEWORKS),
@@ -477,10 +549,49 @@ def changes() -> list[str]:
                 if size is None
                 else f"{ms(size.p50)} / {ms(size.p99)}; "
                 f"{size.rss_per_connection / KIB:.1f}"
+                + ("" if size.connect_rate is None else f"; {size.connect_rate:,.0f}")
             )
         commit = run.commit.split()[0]  # the hash; the name says what changed
         rows.append(f"| {name} | {commit} | " + " | ".join(cells) + " |")
     return rows
+
+
+def identity(data: Results) -> list[str]:
+    """The settings line of identity: how the variants that have it were run, or
+    that the template measured had none."""
+    results, auth = data.results, data.meta.auth
+    having = [name for name in names(results) if results[name].identity]
+    lacking = [name for name in FRAMEWORKS if name in results and name not in having]
+    lines = []
+    if having and auth is not None:
+        anonymous = sorted(
+            {n for name in having for n in results[name].anonymous}, key=int
+        )
+        at = " and ".join(f"{int(n):,}" for n in anonymous)
+        lines.append(
+            f"- Identity ({', '.join(having)}): AUTH_SECRET is a fixed "
+            f"{auth.secret_bytes}-byte bench key; every client (receivers, "
+            'publisher, slow client) sends `{"type": "auth", "token": T}` '
+            "right after the 101 and is connected once `authed` is back, so the "
+            "connect rates include authentication. T is an HS256 JWT of "
+            f"{auth.token_bytes} bytes with claims `sub` (a UUID: one user per "
+            "connection, as a deployment's are mostly distinct people), `name`, "
+            f"`iat` and `exp` {auth.token_ttl / 60:.0f} minutes later. "
+            "WS_MAX_CONNECTIONS_PER_CLIENT is WS_MAX_CONNECTIONS's value: every "
+            "bench client comes from 127.0.0.1, one client address."
+            + (
+                f" At N = {at} each also runs with AUTH_ANONYMOUS=true and no auth "
+                "frame: What authentication costs, below."
+                if anonymous
+                else ""
+            )
+        )
+    if lacking:
+        lines.append(
+            f"- Identity: the template measured has none ({', '.join(lacking)}): "
+            "no AUTH_SECRET, and its clients send no auth frame."
+        )
+    return lines
 
 
 def markdown(data: Results) -> str:
@@ -510,7 +621,8 @@ def markdown(data: Results) -> str:
         "every other setting at its default.",
         "- Clients: bench/client.py processes (uvloop, WebSocket by hand), at most "
         f"{meta.per_client_process:,} sockets each, at most "
-        f"{meta.connect_window} handshakes in flight in all; their CPU is "
+        f"{meta.connect_window} handshakes (with authentication, where clients "
+        "authenticate) in flight in all; their CPU is "
         f"measured. They share the {box.cores} cores with the servers and "
         "Redis.",
         "- App settings changed from the defaults: WS_MAX_CONNECTIONS is N + 1 "
@@ -518,6 +630,7 @@ def markdown(data: Results) -> str:
         "publishing process of the end-to-end and slow-client runs gets "
         + ", ".join(f"{key}={value}" for key, value in meta.fast.items())
         + " (a benchmark publishes faster than a person).",
+        *identity(data),
         "",
         "| server | what it is | versions |",
         "|---|---|---|",
@@ -539,6 +652,7 @@ def markdown(data: Results) -> str:
         lines += size_table(results, n) + [""]
     if sizes(results):
         lines += memory_table(results) + [""]
+    lines += auth_table(results) + [""]
     lines += e2e_table(results) + [""]
     lines += slow_table(results) + [""]
     lines += targets(results) + [""]

@@ -29,6 +29,9 @@ class Config:
     """A lane's sizes, counts and durations."""
 
     sizes: tuple[int, ...]
+    # Of those, the sizes at which each variant with identity runs a second time
+    # anonymously: authentication's cost, measured next to it.
+    anonymous_sizes: tuple[int, ...]
     rounds: int
     e2e_receivers: int
     # The first search starts here and moves by this factor until it has a rate
@@ -55,6 +58,15 @@ class Machine:
 
 
 @dataclass
+class Auth:
+    """How the clients of a variant with identity authenticate."""
+
+    secret_bytes: int  # AUTH_SECRET: a fixed bench key this long
+    token_bytes: int  # a token's length (they differ by a byte or two)
+    token_ttl: float  # its exp - iat, seconds
+
+
+@dataclass
 class Meta:
     command: str
     date: str
@@ -67,6 +79,7 @@ class Meta:
     fast: dict[str, str]
     seconds: float = 0.0
     load_after: float = 0.0
+    auth: Auth | None = None  # None: no variant measured had identity
 
 
 @dataclass
@@ -90,8 +103,14 @@ class Size(Rounds):
     """N idle connections, then broadcasts to them: one server, one process."""
 
     n: int
+    # Whether the clients authenticated (a variant with identity) or not (an
+    # anonymous run of one, a template before identity, a reference).
+    authenticated: bool
     client_processes: int
+    # From the first handshake to the last 101, or to the last authed.
     connect_seconds: float
+    # The server's CPU seconds meanwhile, all its processes.
+    connect_server_cpu: float
     join_seconds: float
     connect_client_cpu_max: float
     rss_before: int
@@ -109,6 +128,11 @@ class Size(Rounds):
     @property
     def rss_per_connection(self) -> float:
         return (self.rss_idle - self.rss_before) / self.n
+
+    @property
+    def cpu_us_per_connection(self) -> float:
+        """The server's CPU per connection while connecting (authenticating)."""
+        return self.connect_server_cpu / self.n * 1e6
 
 
 @dataclass
@@ -216,6 +240,9 @@ class ServerResults:
     e2e: E2E | None = None
     slow: Slow | None = None
     other_work_cores: float = 0.0
+    identity: bool = False  # a variant whose clients authenticate
+    # The anonymous runs (AUTH_ANONYMOUS=true, no auth frame), by str(n).
+    anonymous: dict[str, Size] = field(default_factory=dict)
 
 
 @dataclass
@@ -233,6 +260,9 @@ class Figures:
     p50: float | None
     p99: float | None
     rss_per_connection: float
+    # Recorded since identity, whose target compares it with the runs before:
+    # None in the files from before.
+    connect_rate: float | None = None
 
 
 @dataclass

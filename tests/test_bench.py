@@ -19,6 +19,7 @@ import report
 from results import (
     E2E,
     E2E_PRECISION,
+    Auth,
     Change,
     Config,
     Machine,
@@ -99,8 +100,10 @@ def sample() -> Results:
         completions=[0.02, 0.03],
         lost=0,
         n=300,
+        authenticated=True,
         client_processes=2,
         connect_seconds=0.1,
+        connect_server_cpu=0.09,
         join_seconds=0.05,
         connect_client_cpu_max=0.2,
         rss_before=10_000_000,
@@ -150,9 +153,25 @@ def sample() -> Results:
         fast={"WS_RATE_LIMIT": "1000000"},
         seconds=90.0,
         load_after=0.6,
+        auth=Auth(secret_bytes=43, token_bytes=230, token_ttl=3600),
+    )
+    # Anonymous: connecting faster, on less CPU (60 µs less a connection) and
+    # memory (1,500 bytes less), completing sooner.
+    anonymous = dataclasses.replace(
+        size,
+        authenticated=False,
+        connect_seconds=0.08,
+        connect_server_cpu=0.072,
+        rss_idle=size.rss_idle - 300 * 1500,
+        completions=[0.016, 0.02],
     )
     entry = ServerResults("websockets 17.4", 0.5, {"300": size}, e2e, slow, 0.01)
-    return Results(meta, {name: entry for name in SERVERS})
+    results = {
+        name: dataclasses.replace(entry, identity=True, anonymous={"300": anonymous})
+        for name in AVAILABLE
+    }
+    results.update({name: entry for name in report.REFERENCES})
+    return Results(meta, results)
 
 
 def test_results_load_as_they_were_written(tmp_path):
@@ -177,12 +196,69 @@ def test_report_shows_the_repeats_and_cpu_per_delivery():
     assert row in fixed, fixed
 
 
+def test_report_shows_what_authentication_costs():
+    doc = report.markdown(sample())
+    section = doc.split("## What authentication costs", 1)[1].split("\n## ")[0]
+    # 0.072 s and 0.09 s of CPU for 300 connections: 240 and 300 µs each.
+    row = (
+        "| websockets | 300 | 3,750 → 3,000 | 0.80× | 240 → 300 | +60 "
+        "| 14.8 → 16.3 | +1,500 | 16.0 → 20.0 | 1.25× |"
+    )
+    assert row in section, section
+    assert "authentication costs +60 µs of server CPU and +1,500 bytes" in section
+    settings = doc.split("| server | what it is |", 1)[0]
+    assert "AUTH_SECRET is a fixed 43-byte bench key" in settings, settings
+    assert "WS_MAX_CONNECTIONS_PER_CLIENT" in settings, settings
+
+
+def test_report_of_a_template_before_identity_says_so():
+    data = sample()
+    data.meta.auth = None
+    for name in AVAILABLE:
+        data.results[name].identity = False
+        data.results[name].anonymous = {}
+    doc = report.markdown(data)
+    assert "## What authentication costs" not in doc
+    assert "the template measured has none" in doc
+
+
+def test_tokens_are_what_the_apps_verify():
+    """HS256 over the header and claims with AUTH_SECRET, as PyJWT checks it."""
+    import base64
+    import hashlib
+    import hmac
+
+    token = harness.token("3f2b", "Bench user 1")
+    header, body, signature = token.split(".")
+
+    def decoded(part: str) -> bytes:
+        return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+    assert json.loads(decoded(header)) == {"alg": "HS256", "typ": "JWT"}
+    claims = json.loads(decoded(body))
+    assert claims["sub"] == "3f2b" and claims["name"] == "Bench user 1"
+    assert claims["exp"] - claims["iat"] == harness.TOKEN_TTL
+    key = harness.AUTH_SECRET.encode()
+    assert len(key) >= 32  # the apps refuse a shorter AUTH_SECRET
+    expected = hmac.new(key, f"{header}.{body}".encode(), hashlib.sha256).digest()
+    assert decoded(signature) == expected
+    # One user per connection.
+    users = harness.Users()
+    subs = {json.loads(decoded(t.split(".")[1]))["sub"] for t in users.tokens(50)}
+    assert len(subs) == 50
+
+
 @pytest.mark.parametrize(
     "path", sorted((ROOT / "bench" / "changes").glob("*.json")), ids=lambda p: p.stem
 )
 def test_recorded_changes_load_whole_and_render(path: Path):
     change = load(Change, path)
-    assert dataclasses.asdict(change) == json.loads(path.read_text())
+    written = json.loads(path.read_text())
+    # Records from before the connect rate was kept load it as None.
+    for sizes in written["results"].values():
+        for figures in sizes.values():
+            figures.setdefault("connect_rate", None)
+    assert dataclasses.asdict(change) == written
     rows = [row for row in report.changes() if row.startswith(f"| {path.stem} |")]
     assert len(rows) == 1 and rows[0].count(" / ") == len(AVAILABLE), rows
 
@@ -221,9 +297,19 @@ def test_quick_lane_measures_every_server(quick):
         for fixed in e2e.at_fixed_rate:
             assert fixed.sustained and (fixed.cpu_us_per_delivery or 0) > 0, fixed
         assert entry.slow and entry.slow.lost == 0, name
+    for name in AVAILABLE:
+        # The variants' clients authenticated, and the anonymous run beside.
+        entry = data.results[name]
+        assert entry.identity, name
+        ((n, size),) = entry.sizes.items()
+        assert size.authenticated and size.connect_server_cpu > 0, name
+        anonymous = entry.anonymous[n]
+        assert not anonymous.authenticated and anonymous.lost == 0, name
+        assert len(anonymous.completions) == cfg.rounds, name
     doc = (out / "benchmarks.md").read_text()
     assert all(f"| {name} |" in doc for name in SERVERS)
     assert "| above idle (µs) |" in doc
+    assert "## What authentication costs" in doc
     assert (out / "benchmarks.png").read_bytes().startswith(b"\x89PNG")
 
 

@@ -18,6 +18,7 @@ from typing import Any
 from .admission import Gate, Handshake, Slot
 from .api import PUBLISH_PATH, PublishApi
 from .connection import Closed, Connection, Receive, Send, echo
+from .deadlines import Deadlines
 from .guests import TOKEN_PATH, Guests
 from .logs import mask_url
 from .node import Node
@@ -47,6 +48,7 @@ class App:
         self.node = Node(settings)
         self.gate = Gate(settings)
         self.verifier = Verifier(settings.auth_keys)
+        self.deadlines = Deadlines()
         self.guests = Guests(settings, self.verifier)
         self.api = PublishApi(settings, self.node)
         self.static = StaticFiles()
@@ -134,7 +136,9 @@ class App:
     ) -> Coroutine[Any, Any, None]:
         """The /ws protocol on an accepted WebSocket, until it closes. (Not itself
         a coroutine: one frame less held by every idle connection.)"""
-        connection = Connection(self.node, self.settings, self.verifier, sink)
+        connection = Connection(
+            self.node, self.settings, self.verifier, self.deadlines, sink
+        )
         return connection.converse(receive, closed)
 
     def echo(

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 
 from . import protocol
 from .broker import BrokerUnavailable, Payload
+from .deadlines import Deadlines
 from .node import Node
 from .protocol import (
     INTERNAL_ERROR,
@@ -50,9 +51,10 @@ class Connection:
         "_node",
         "_settings",
         "_verifier",
+        "_deadlines",
         "_sink",
         "user",
-        "_deadline",
+        "deadline",
         "rooms",
         "_closing",
         "_tokens",
@@ -60,17 +62,25 @@ class Connection:
     )
 
     def __init__(
-        self, node: Node, settings: Settings, verifier: Verifier, sink: Sink
+        self,
+        node: Node,
+        settings: Settings,
+        verifier: Verifier,
+        deadlines: Deadlines,
+        sink: Sink,
     ) -> None:
         self._node = node
         self._settings = settings
         self._verifier = verifier
+        self._deadlines = deadlines
         self._sink = sink
         self.user: User | None = None  # from a verified token; None: anonymous
-        # The close with 4401: AUTH_TIMEOUT from now, then the token's expiry.
-        self._deadline: asyncio.TimerHandle | None = None
+        # The close with 4401, in seconds since the epoch: AUTH_TIMEOUT from now,
+        # then the token's expiry.
+        self.deadline = float("inf")
         if not settings.auth_anonymous:
-            self._close_after(settings.auth_timeout, "authentication timed out")
+            self.deadline = time.time() + settings.auth_timeout
+            deadlines.watch(self)
         # At most WS_MAX_ROOMS (50) names: a list holds one in a quarter of the
         # memory of a set, and a scan of 50 is as quick as a hash at this size.
         self.rooms: list[str] = []
@@ -215,18 +225,16 @@ class Connection:
     def _become(self, user: User) -> None:
         self.user = user
         # A token is good until exp plus the leeway every check allows.
-        self._close_after(user.expires + LEEWAY - time.time(), "token expired")
+        self.deadline = user.expires + LEEWAY
+        self._deadlines.watch(self)
 
-    def _close_after(self, seconds: float, reason: str) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-        loop = asyncio.get_running_loop()
-        self._deadline = loop.call_later(max(seconds, 0), self._expire, reason)
-
-    def _expire(self, reason: str) -> None:
-        self._deadline = None
+    def expire(self) -> None:
+        """The deadline has passed (Deadlines calls it): close with 4401."""
         if not self._closing:
             self._closing = True
+            reason = (
+                "authentication timed out" if self.user is None else "token expired"
+            )
             self._sink.close(UNAUTHORIZED, reason)
 
     # ------------------------------------------------------------------ delivery
@@ -255,9 +263,7 @@ class Connection:
     async def end(self) -> None:
         """The connection is gone: leave every room."""
         self._closing = True
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+        self._deadlines.forget(self)
         while self.rooms:
             await self._node.leave(self, self.rooms.pop())
 
