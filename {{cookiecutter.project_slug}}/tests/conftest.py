@@ -564,6 +564,25 @@ def new_room():
     return make
 
 
+@pytest.fixture
+def router(tmp_path, wait_until):
+    """``router(app, tunnel)``: HAProxy in front of ``app`` as Heroku's router,
+    cutting a tunnel idle for ``tunnel`` seconds; stopped at teardown."""
+    from haproxy import Router  # imports this module: imported once it is loaded
+
+    routers = []
+
+    def start(app, tunnel: float):
+        proxy = Router(app.port, tmp_path, tunnel)
+        routers.append(proxy)
+        proxy.wait_listening(wait_until)
+        return proxy
+
+    yield start
+    for proxy in routers:
+        proxy.stop()
+
+
 # ---------------------------------------------------------------- WebSocket clients
 
 

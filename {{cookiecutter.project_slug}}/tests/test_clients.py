@@ -5,6 +5,7 @@ X-Forwarded-For entry, the one Heroku's router appends. HAProxy plays the router
 in the slow lane (test_router.py has the same stand-in for keep-alive).
 """
 
+import pytest
 from conftest import ON_A_DYNO
 
 PER_CLIENT = 3
@@ -58,3 +59,25 @@ def test_on_a_dyno_each_forwarded_address_has_its_own_limit(start_app, raw_ws):
     assert upgrade(raw_ws, app, "198.51.100.99, 203.0.113.5")[0] == 429
     # ... another address the router saw does.
     assert upgrade(raw_ws, app, "203.0.113.6")[0] == 101
+
+
+# Far longer than the test: the router's idle cut is not under test here.
+TUNNEL = 30
+
+
+@pytest.mark.slow
+def test_behind_the_router_the_limit_follows_the_address_it_appends(
+    start_app, router, raw_ws
+):
+    """HAProxy, as Heroku's router, appends the address it saw to
+    X-Forwarded-For. A client's own X-Forwarded-For comes first and does not
+    buy it more connections; the app counts by the last entry."""
+    app = start_app(WS_MAX_CONNECTIONS_PER_CLIENT="2", **ON_A_DYNO)
+    proxy = router(app, TUNNEL)
+    assert [upgrade(raw_ws, proxy)[0] for _ in range(2)] == [101, 101]
+    assert upgrade(raw_ws, proxy)[0] == 429
+    # A forged header: the router's own line still comes after it.
+    assert upgrade(raw_ws, proxy, "10.9.9.9")[0] == 429
+    # The count is by address, not by socket peer: another address the router
+    # would have seen (sent here straight to the app) is another client.
+    assert upgrade(raw_ws, app, "203.0.113.9")[0] == 101
