@@ -37,6 +37,8 @@ BODY_LIMIT = 1024
 GUESTS_PER_WINDOW = 60
 WINDOW_SECONDS = 60.0
 GUEST_PREFIX = "guest-"
+# Random bytes in a new guest's id: 64 bits, so two guests never share one.
+GUEST_ID_BYTES = 8
 
 
 class Window:
@@ -94,7 +96,7 @@ class Guests:
         except ProtocolError as error:
             return error_answer(HTTPStatus.BAD_REQUEST, error)
         settings = self._settings
-        sub = self._returning(request) or GUEST_PREFIX + secrets.token_hex(8)
+        sub = self._returning(request) or GUEST_PREFIX + secrets.token_hex(GUEST_ID_BYTES)
         token = mint(
             sub,
             ttl=settings.auth_guest_ttl,
