@@ -96,7 +96,8 @@ class Guests:
         except ProtocolError as error:
             return error_answer(HTTPStatus.BAD_REQUEST, error)
         settings = self._settings
-        sub = self._returning(request) or GUEST_PREFIX + secrets.token_hex(GUEST_ID_BYTES)
+        new_id = GUEST_PREFIX + secrets.token_hex(GUEST_ID_BYTES)
+        sub = self._returning(request) or new_id
         token = mint(
             sub,
             ttl=settings.auth_guest_ttl,
