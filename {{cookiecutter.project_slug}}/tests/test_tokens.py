@@ -15,8 +15,9 @@ import pytest
 from conftest import PROJECT_ROOT
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
+from jwt.api_jws import PyJWS
 
-from {{ cookiecutter.package_name }}.tokens import TokenError, Verifier, mint
+from {{ cookiecutter.package_name }}.tokens import TokenError, Verifier, _QuickJWS, mint
 
 KEY = b"current-key-" + b"0" * 32
 PREVIOUS = b"previous-key-" + b"1" * 32
@@ -163,6 +164,44 @@ def test_mutated_valid_tokens_are_refused_unless_still_signed(data):
             del chars[position]
         token = "".join(chars)
     check(token)
+
+
+def pyjwt_segment(segment: bytes):
+    """PyJWT's own decoding of one segment: its bytes, or its DecodeError's text."""
+    try:
+        return PyJWS._decode_base64url_segment(segment, "payload")
+    except jwt.DecodeError as error:
+        return str(error)
+
+
+def quick_segment(segment: bytes):
+    try:
+        return _QuickJWS._decode_base64url_segment(segment, "payload")
+    except jwt.DecodeError as error:
+        return str(error)
+
+
+@FUZZ
+@given(
+    st.one_of(
+        st.binary(max_size=40).map(lambda raw: b64(raw).encode()),  # a real segment
+        st.text(alphabet="AZaz09-_=+/.! ", max_size=24).map(str.encode),
+        st.binary(max_size=24),
+    )
+)
+@example(b"QQ")  # "A", canonical
+@example(b"QR")  # "A" with stray bits: not canonical
+@example(b"QUI=")  # padded
+@example(b"Q")  # a length base64url cannot have
+def test_the_quick_segment_decoding_agrees_with_pyjwt(segment):
+    """The verifier's segment decoding (tokens._QuickJWS) returns what PyJWT's
+    would, and refuses what PyJWT's would, with its message."""
+    assert quick_segment(segment) == pyjwt_segment(segment)
+
+
+def test_the_verifier_uses_the_quick_segment_decoding():
+    """Else the pinned PyJWT changed where tokens._decoder reaches in."""
+    assert isinstance(VERIFIER._decoder._jws, _QuickJWS)
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ from collections.abc import Coroutine
 from http import HTTPStatus
 from typing import Any
 
+from . import gc_tuning
 from .admission import Gate, Handshake, Slot
 from .api import PUBLISH_PATH, PublishApi
 from .connection import Closed, Connection, Receive, Send, echo
@@ -59,6 +60,7 @@ class App:
 
     async def start(self) -> None:
         settings = self.settings
+        gc_tuning.tune()
         if settings.redis_url is None:
             log.info("broker: memory (one process; set REDIS_URL to share rooms)")
         else:
