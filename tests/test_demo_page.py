@@ -592,6 +592,52 @@ def test_two_names_on_two_processes_sharing_redis(
             server.stop()
 
 
+def test_a_page_whose_process_restarts_shows_what_it_missed_once_in_order(
+    browser, baked_demo: tuple[Path, Path], redis_url
+):
+    """[history] Page B's process is restarted (a deploy) while page A, on the
+    other process, sends 20 messages: B rejoins with since and shows all 20, each
+    once, in order."""
+    room = f"browser-recovery-{uuid.uuid4().hex[:8]}"
+    servers = [Server(*baked_demo, free_port()) for _ in range(2)]
+    pages = []
+    try:
+        for server in servers:
+            server.env |= {"REDIS_URL": redis_url, "AUTH_SECRET": AUTH_SECRET}
+            server.start()
+        a = open_page(browser, servers[0].port, room, "Ann")
+        b = open_page(browser, servers[1].port, room, "Ben")
+        pages += [a, b]
+        for page in pages:
+            expect_status(page, "connected")
+        say(a, "before")
+        for page in pages:
+            expect_message(page, "before", 1, sender="Ann")
+        servers[1].stop()
+        expect_status(b, "reconnecting")
+        sent = [f"missed {n}" for n in range(1, 21)]
+        for n, text in enumerate(sent, start=2):
+            say(a, text)
+            expect_message(a, text, n, sender="Ann")
+        servers[1].start()
+        expect_status(b, "connected", timeout=30)
+        expect_message(b, sent[-1], 21, sender="Ann")
+        shown = b.eval_on_selector_all(
+            "#messages > *", "items => items.map(item => item.textContent)"
+        )
+        assert [text for text in sent if any(text in item for item in shown)] == sent
+        order = [
+            next(i for i, item in enumerate(shown) if text in item) for text in sent
+        ]
+        assert order == sorted(order) and len(shown) == 21, shown
+        assert "could not be recovered" not in b.inner_text("body")
+    finally:
+        for page in pages:
+            page.close()
+        for server in servers:
+            server.stop()
+
+
 def test_page_refreshes_a_short_lived_token_in_place(
     browser, baked_demo: tuple[Path, Path]
 ):

@@ -36,7 +36,9 @@ BOOT_SECONDS = 20
 # Heroku sends SIGKILL 30 s after SIGTERM; the contract asks for an exit within 25 s.
 SHUTDOWN_SECONDS = 25
 # Settings the suite controls: the caller's environment must not leak into an app.
-APP_VARIABLES = re.compile(r"^(PORT|REDIS_.*|WS_.*|AUTH_.*|API_KEY|DYNO|LOG_LEVEL)$")
+APP_VARIABLES = re.compile(
+    r"^(PORT|REDIS_.*|WS_.*|AUTH_.*|API_KEY|DYNO|LOG_LEVEL|HISTORY_.*)$"
+)
 # The key every app of the suite signs tokens with, unless a test sets its own
 # (AUTH_SECRET="" leaves it unset).
 AUTH_SECRET = "test-only-key-0123456789abcdef-0123456789"
@@ -144,13 +146,19 @@ def app_environment(port: int, overrides: dict[str, str]) -> dict[str, str]:
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), path])
     env["PORT"] = str(port)
     env["AUTH_SECRET"] = AUTH_SECRET
+    # History is test_history.py's subject. Elsewhere the app runs as plain
+    # pub/sub (HISTORY_SIZE=0, the contract's own mode), so that a test of
+    # something else sees frames without offsets; HISTORY_SIZE=None unsets it.
+    env["HISTORY_SIZE"] = "0"
     if WRAP_ASGI_SEND:
         if not ASGI_SEND_WRAPPER.is_dir():
             pytest.fail("TEST_WRAP_ASGI_SEND=1 is for the fastapi and django variants")
         # A test's own sitecustomize (test_faults.py), earlier on the path, wins.
         paths = [overrides.pop("PYTHONPATH", ""), str(ASGI_SEND_WRAPPER)]
         overrides = {**overrides, "PYTHONPATH": os.pathsep.join(filter(None, paths))}
-    env.update(overrides)
+    env.update({key: value for key, value in overrides.items() if value is not None})
+    for key in [key for key, value in overrides.items() if value is None]:
+        env.pop(key, None)  # the app's default
     return env
 
 
@@ -177,10 +185,17 @@ class RedisServer:
     """A redis-server of the test's own, or the one REDIS_URL names."""
 
     def __init__(
-        self, log_dir: Path, password: str | None = None, url: str = "", tls=False
+        self,
+        log_dir: Path,
+        password: str | None = None,
+        url: str = "",
+        tls=False,
+        persistent=False,
     ):
         self.log_dir = log_dir
         self.password = password
+        # An append-only file in log_dir: a restart keeps the data.
+        self.persistent = persistent
         self.external_url = url
         self.tls = tls
         self.port = free_port() if not url else None
@@ -242,7 +257,13 @@ class RedisServer:
         self.starts += 1
         log = self.log_dir / f"redis-{self.port}-{self.starts}.log"
         command = [redis_server_binary(), "--bind", "127.0.0.1"]
-        command += ["--save", "", "--appendonly", "no"]
+        if self.persistent:
+            data = self.log_dir / f"redis-{self.port}-data"
+            data.mkdir(exist_ok=True)
+            command += ["--save", "", "--appendonly", "yes", "--dir", str(data)]
+            command += ["--appendfsync", "always"]  # nothing lost at SIGTERM
+        else:
+            command += ["--save", "", "--appendonly", "no"]
         command += self.tls_options() if self.tls else ["--port", str(self.port)]
         if self.password:
             command += ["--requirepass", self.password]
@@ -302,8 +323,12 @@ def make_redis(tmp_path):
     """Start a redis-server of this test's own, which it may stop and restart."""
     servers = []
 
-    def make(password: str | None = None, tls: bool = False) -> RedisServer:
-        server = RedisServer(tmp_path, password=password, tls=tls)
+    def make(
+        password: str | None = None, tls: bool = False, persistent: bool = False
+    ) -> RedisServer:
+        server = RedisServer(
+            tmp_path, password=password, tls=tls, persistent=persistent
+        )
         server.start()
         servers.append(server)
         return server

@@ -177,13 +177,16 @@ def test_publish_helper_function(
     redis_apps, redis_server, ws_client, new_room, assert_quiet
 ):
     from {{ cookiecutter.package_name }}.publish import publish
+    from {{ cookiecutter.package_name }}.settings import Settings
 
+    # As the apps here are set: plain pub/sub (test_history.py: with history).
+    settings = Settings.from_env({"HISTORY_SIZE": "0"})
     room = new_room()
     members = [ws_client(app) for app in redis_apps]
     for member in members:
         member.join(room)
     data = {"text": "from a worker", "n": [1, 2]}
-    publish(room, data, redis_url=redis_server.url)
+    publish(room, data, redis_url=redis_server.url, settings=settings)
     for member in members:
         assert member.message() == message(room, data)
     assert_quiet(*members)
@@ -196,7 +199,7 @@ def test_publish_command_line(
     members = [ws_client(app) for app in redis_apps]
     for member in members:
         member.join(room)
-    env = {**os.environ, "REDIS_URL": redis_server.url}
+    env = {**os.environ, "REDIS_URL": redis_server.url, "HISTORY_SIZE": "0"}
     env.pop("REDIS_CHANNEL_PREFIX", None)
     result = subprocess.run(
         [

@@ -5,9 +5,13 @@
 room R is the channel ``<prefix>:<R>`` and the payload is the exact text of the
 ``message`` frame, forwarded to members without re-encoding.
 
+With history on (HISTORY_SIZE above 0) a broker publishes each message through
+its history (history.py), which numbers it, and ``read`` answers a room's
+history.
+
 A broker is built with its ``Listener`` (the node) and calls it back:
 ``on_message(room, payload)`` for each message and ``on_resubscribed(rooms)``
-after Redis came back, so members can be told of the gap.
+after Redis came back, so the node can heal or report the gap.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Awaitable
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import redis.asyncio as redis
 from redis.asyncio.client import PubSub
@@ -25,7 +29,9 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
+from .history import MemoryHistory, RedisHistory, Window
 from .logs import mask_url
+from .protocol import Payload
 from .settings import Settings
 
 log = logging.getLogger(__name__)
@@ -55,13 +61,6 @@ PUBLISHER_HEALTH_CHECK = 30
 
 class BrokerUnavailable(Exception):
     """Redis cannot be reached; the request was not done."""
-
-
-class Payload(NamedTuple):
-    """One message frame, as text and as the UTF-8 bytes that go on the wire."""
-
-    text: str
-    utf8: bytes
 
 
 class Listener(Protocol):
@@ -98,7 +97,14 @@ class Broker(Protocol):
     async def unsubscribe(self, room: str) -> None: ...
 
     async def publish(self, room: str, text: str) -> None:
-        """Publish a message frame; raise BrokerUnavailable if it was not."""
+        """Publish a message frame (numbered, with history on); raise
+        BrokerUnavailable if it was not."""
+
+    async def read(self, room: str, since: int | None, last: int) -> Window:
+        """History on: the room's position and the messages after offset
+        ``since``, or its ``last`` messages; raise BrokerUnavailable when Redis
+        cannot answer."""
+        ...
 
 
 class MemoryBroker:
@@ -107,8 +113,13 @@ class MemoryBroker:
     kind = "memory"
     healthy = True
 
-    def __init__(self, listener: Listener) -> None:
+    def __init__(self, settings: Settings, listener: Listener) -> None:
         self._listener = listener
+        self._history = (
+            MemoryHistory(settings.history_size, settings.history_ttl)
+            if settings.history_size
+            else None
+        )
 
     async def start(self) -> None:
         pass
@@ -123,7 +134,14 @@ class MemoryBroker:
         pass
 
     async def publish(self, room: str, text: str) -> None:
-        self._listener.on_message(room, Payload(text, text.encode()))
+        if self._history is None:
+            self._listener.on_message(room, Payload(text, text.encode()))
+        else:
+            self._listener.on_message(room, self._history.append(room, text))
+
+    async def read(self, room: str, since: int | None, last: int) -> Window:
+        assert self._history is not None  # the node reads only with history on
+        return self._history.read(room, since, last)
 
 
 def redis_options(settings: Settings, url: str) -> dict[str, Any]:
@@ -164,6 +182,16 @@ class RedisBroker:
             # One immediate retry on a fresh connection hides a connection that
             # Redis closed while idle; a second failure means Redis is down.
             retry=Retry(NoBackoff(), 1),
+        )
+        self._history = (
+            RedisHistory(
+                self._publisher,
+                settings.channel_prefix,
+                settings.history_size,
+                settings.history_ttl,
+            )
+            if settings.history_size
+            else None
         )
         self._subscriber_options = options
         self._rooms: set[str] = set()  # rooms with local members
@@ -217,7 +245,17 @@ class RedisBroker:
 
     async def publish(self, room: str, text: str) -> None:
         try:
-            await self._publisher.publish(self._prefix + room, text)
+            if self._history is None:
+                await self._publisher.publish(self._prefix + room, text)
+            else:
+                await self._history.append(room, text)
+        except (RedisError, OSError) as error:
+            raise BrokerUnavailable from error
+
+    async def read(self, room: str, since: int | None, last: int) -> Window:
+        assert self._history is not None  # the node reads only with history on
+        try:
+            return await self._history.read(room, since, last)
         except (RedisError, OSError) as error:
             raise BrokerUnavailable from error
 
@@ -278,6 +316,11 @@ class RedisBroker:
             mask_url(self._url),
             len(rooms),
         )
+        if resumed:
+            # Redis may have restarted: the idle publishing connections may be to
+            # the server that is gone, and redis-py retries no script on them (a
+            # script may write). They are opened afresh when next used.
+            await self._publisher.connection_pool.disconnect(inuse_connections=False)
         if resumed and rooms:
             self._listener.on_resubscribed(rooms)
 
@@ -348,5 +391,5 @@ async def _quietly(closing: Awaitable[object]) -> None:
 
 def make_broker(settings: Settings, listener: Listener) -> Broker:
     if settings.redis_url is None:
-        return MemoryBroker(listener)
+        return MemoryBroker(settings, listener)
     return RedisBroker(settings, settings.redis_url, listener)

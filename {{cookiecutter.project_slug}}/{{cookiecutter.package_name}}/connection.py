@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from . import protocol
-from .broker import BrokerUnavailable, Payload
+from .broker import BrokerUnavailable
 from .deadlines import Deadlines
 from .node import Node
 from .protocol import (
@@ -28,6 +28,7 @@ from .protocol import (
     UNAUTHENTICATED,
     UNAUTHORIZED,
     UNSUPPORTED_DATA,
+    Payload,
     ProtocolError,
 )
 from .settings import Settings
@@ -113,6 +114,7 @@ class Connection:
     async def handle(self, text: str) -> None:
         """Answer one client frame with exactly one reply."""
         allowed = self._take_token()
+        replay: list[Payload] = []
         try:
             request = protocol.parse(text)
             if allowed:
@@ -124,7 +126,11 @@ class Connection:
             reply = (
                 error if allowed else ProtocolError(*RATE_LIMITED, error.ref)
             ).reply()
+        if isinstance(reply, tuple):  # joined, then the messages the join asked for
+            reply, replay = reply
         self._write(reply)
+        for payload in replay:  # before any live message: no await in between
+            self.deliver(payload)
         if self._sink.pending_bytes():
             # One turn of the event loop before the next frame, so that a queued
             # sink's writer sends what this one queued: a burst of requests is not
@@ -141,7 +147,9 @@ class Connection:
         self._tokens -= 1
         return True
 
-    async def _perform(self, request: protocol.Request) -> str:
+    async def _perform(
+        self, request: protocol.Request
+    ) -> str | tuple[str, list[Payload]]:
         ref, kind = request.ref, request.type
         if kind == "ping":
             return protocol.pong(ref)
@@ -164,21 +172,7 @@ class Connection:
                 await self._node.publish(room, text)
                 return protocol.published(room, ref)
             if kind == "join":
-                if user is not None and not user.may_join(room):
-                    raise _forbidden("joining", room, ref)
-                if room not in self.rooms:
-                    if len(self.rooms) >= self._settings.max_rooms:
-                        limit = self._settings.max_rooms
-                        raise ProtocolError(
-                            "too_many_rooms",
-                            f"a connection may join at most {limit} rooms",
-                            ref,
-                        )
-                    # One string per room name in the process, not one per member.
-                    room = sys.intern(room)
-                    await self._node.join(self, room)
-                    self.rooms.append(room)
-                return protocol.joined(room, ref)
+                return await self._join(request, room, user)
             # leave
             if room in self.rooms:
                 self.rooms.remove(room)
@@ -190,6 +184,37 @@ class Connection:
                 "the message broker cannot be reached: try again",
                 ref,
             ) from None
+
+    async def _join(
+        self, request: protocol.Request, room: str, user: User | None
+    ) -> tuple[str, list[Payload]]:
+        ref = request.ref
+        if user is not None and not user.may_join(room):
+            raise _forbidden("joining", room, ref)
+        if not self._settings.history_size and (
+            request.history is not None or request.since is not None
+        ):
+            raise ProtocolError(
+                "invalid_message",
+                "history is off on this app (HISTORY_SIZE=0): join without "
+                "history or since",
+                ref,
+            )
+        member = room in self.rooms
+        if not member and len(self.rooms) >= self._settings.max_rooms:
+            limit = self._settings.max_rooms
+            raise ProtocolError(
+                "too_many_rooms", f"a connection may join at most {limit} rooms", ref
+            )
+        # One string per room name in the process, not one per member.
+        room = sys.intern(room)
+        joined = await self._node.join(
+            self, room, since=request.since, last=request.history or 0
+        )
+        if not member:
+            self.rooms.append(room)
+        reply = protocol.joined(room, ref, joined.position, joined.recovered)
+        return reply, joined.replay
 
     # ------------------------------------------------------------------- identity
 

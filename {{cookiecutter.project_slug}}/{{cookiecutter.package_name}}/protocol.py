@@ -11,7 +11,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 # The contract's close codes that the app sends itself (1007 and 1009 come from
 # the frameworks' own checks).
@@ -27,6 +27,22 @@ ROOM_RULE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 MAX_REF_LENGTH = 64
 REQUEST_TYPES = ("auth", "refresh", "join", "leave", "publish", "ping")
 UNAUTHENTICATED = ("unauthenticated", "authenticate first: send an auth frame")
+
+
+class Payload(NamedTuple):
+    """One frame for clients, as text and as the UTF-8 bytes that go on the wire."""
+
+    text: str
+    utf8: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """A message's place in its room's history (history.py); offset 0: before
+    the room's first message."""
+
+    offset: int
+    epoch: str
 
 
 class ProtocolError(Exception):
@@ -51,6 +67,8 @@ class Request:
     data: Any = None
     ref: str | None = None
     token: str | None = None  # auth and refresh
+    history: int | None = None  # join: how many past messages
+    since: Position | None = None  # join: the last message the client has
 
 
 def json_object(text: str | bytes, what: str = "frame") -> dict[str, Any]:
@@ -101,7 +119,53 @@ def parse(text: str) -> Request:
     if kind == "publish":
         room, data = publication(fields, ref)
         return Request("publish", room, data, ref)
-    return Request(kind, room_of(fields, kind, ref), ref=ref)
+    room = room_of(fields, kind, ref)
+    if kind == "join":
+        return Request(kind, room, ref=ref, **_catch_up(fields, ref))
+    return Request(kind, room, ref=ref)
+
+
+# An epoch is the app's own (16 hex digits); this bounds what a client can send.
+MAX_EPOCH_LENGTH = 64
+
+
+def _catch_up(fields: dict[str, Any], ref: str | None) -> dict[str, Any]:
+    """A join's history or since, checked (the connection refuses both when
+    history is off)."""
+    history, since = fields.get("history"), fields.get("since")
+    if history is not None and since is not None:
+        raise ProtocolError(
+            "invalid_message", "join takes history or since, not both", ref
+        )
+    if history is not None:
+        if not (_whole(history) and history >= 1):
+            raise ProtocolError(
+                "invalid_message", "history must be a whole number of at least 1", ref
+            )
+        return {"history": history}
+    if since is not None:
+        offset = since.get("offset") if isinstance(since, dict) else None
+        epoch = since.get("epoch") if isinstance(since, dict) else None
+        if not (
+            isinstance(offset, int)
+            and _whole(offset)
+            and offset >= 0
+            and isinstance(epoch, str)
+            and 1 <= len(epoch) <= MAX_EPOCH_LENGTH
+        ):
+            raise ProtocolError(
+                "invalid_message",
+                "since must be an object with offset (a whole number, 0 or more) "
+                "and epoch (the string that joined or a message gave)",
+                ref,
+            )
+        return {"since": Position(offset, epoch)}
+    return {}
+
+
+def _whole(value: Any) -> bool:
+    # JSON true and false are ints in Python, not numbers in JSON.
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def publication(fields: dict[str, Any], ref: str | None = None) -> tuple[str, Any]:
@@ -150,8 +214,21 @@ def _frame(fields: dict[str, Any], ref: str | None) -> str:
     return json.dumps(fields)
 
 
-def joined(room: str, ref: str | None = None) -> str:
-    return _frame({"type": "joined", "room": room}, ref)
+def joined(
+    room: str,
+    ref: str | None = None,
+    position: Position | None = None,
+    recovered: bool | None = None,
+) -> str:
+    """``joined``; with history on, the room's latest offset and its epoch, and
+    for a join with since, whether every missed message follows."""
+    fields: dict[str, Any] = {"type": "joined", "room": room}
+    if position is not None:
+        fields["offset"] = position.offset
+        fields["epoch"] = position.epoch
+    if recovered is not None:
+        fields["recovered"] = recovered
+    return _frame(fields, ref)
 
 
 def left(room: str, ref: str | None = None) -> str:

@@ -6,8 +6,10 @@
     python -m {{ cookiecutter.package_name }}.publish lobby '{"text": "hello"}'
 
 Both publish the exact text of the contract's ``message`` frame on the room's Redis
-channel, as the web processes do, so every member on every dyno receives it. They
-need REDIS_URL: the in-memory broker lives inside one web process.
+channel, as the web processes do, so every member on every dyno receives it; with
+history on (HISTORY_SIZE above 0, as the web processes are set) through the same
+script, so the message is kept and numbered too. They need REDIS_URL: the
+in-memory broker lives inside one web process.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 
 import redis
 
-from . import protocol
+from . import history, protocol
 from .broker import redis_options
 from .settings import Settings, SettingsError
 
@@ -41,9 +43,16 @@ def publish(
     if url is None:
         raise SettingsError("REDIS_URL is not set: publishing needs the Redis broker")
     options = redis_options(settings, url)
+    frame = protocol.message(room, data)
     with redis.Redis.from_url(url, **options) as client:
         channel = f"{settings.channel_prefix}:{room}"
-        return int(client.publish(channel, protocol.message(room, data)))
+        if not settings.history_size:
+            return int(client.publish(channel, frame))
+        # The web processes' own script: numbered, kept, published in one step.
+        append = client.register_script(history.APPEND)
+        keys = history.keys(settings.channel_prefix, room)
+        size, ttl = settings.history_size, settings.history_ttl
+        return int(append(keys, [channel, frame, size, ttl, history.new_epoch()]))
 
 
 def main(argv: list[str] | None = None) -> int:

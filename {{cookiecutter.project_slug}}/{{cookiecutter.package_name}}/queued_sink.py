@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections import deque
 
-from .broker import Payload
+from .protocol import Payload
 from .sink import BoundedClose
 
 log = logging.getLogger(__name__)

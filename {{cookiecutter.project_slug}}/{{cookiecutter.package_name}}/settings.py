@@ -70,6 +70,10 @@ class Settings:
     # DYNO is set on Heroku: the client address is the last X-Forwarded-For entry,
     # the one Heroku's router appended (the socket's peer is the router).
     behind_router: bool
+    # History: the messages kept per room (0: off, plain pub/sub), and for how
+    # long after a room's last message.
+    history_size: int
+    history_ttl: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -132,6 +136,13 @@ class Settings:
                 "WS_MAX_CONNECTIONS_PER_CLIENT", 100, low=1
             ),
             behind_router=env.present("DYNO"),
+            # 100 frames of a few hundred bytes: a reconnect after a deploy or a
+            # short outage is covered; 10,000 bounds what a room can hold.
+            history_size=env.integer("HISTORY_SIZE", 100, low=0, high=10000),
+            # An hour: a laptop that slept through a meeting still catches up; a
+            # quiet room's history then frees its memory (Redis EXPIRE, whole
+            # seconds).
+            history_ttl=env.integer("HISTORY_TTL", 3600, low=1),
         )
 
 

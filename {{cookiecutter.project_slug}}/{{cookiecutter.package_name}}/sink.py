@@ -15,7 +15,7 @@ import asyncio
 import logging
 from typing import Protocol
 
-from .broker import Payload
+from .protocol import Payload
 
 log = logging.getLogger(__name__)
 

@@ -92,7 +92,10 @@ async function guestToken() {
   return guest;
 }
 
-const client = new RealtimeClient({ url, getToken: guestToken, rooms: [room] });
+// The page opens with the room's last 50 messages, and every reconnect (a deploy,
+// a restart, a network change) catches up on what it missed (client.js).
+const HISTORY = 50;
+const client = new RealtimeClient({ url, getToken: guestToken, rooms: [room], history: HISTORY });
 
 // Stopped only while it waits for a name; #status has three words (the contract's).
 client.addEventListener("state", (event) => {
@@ -110,9 +113,15 @@ client.addEventListener("refreshed", () => {
 
 client.addEventListener("joined", (event) => {
   if (event.detail.room !== room) return;
-  // The server does not replay what was published while we were away.
-  if (wasConnected) notify("Reconnected. Messages sent while this page was offline are not shown.", "");
-  else notify(roomNotice, "error"); // what an earlier attempt said is over now
+  if (event.detail.frame.recovered === false) {
+    // Too far behind, or the server's history was lost: what is shown is stale.
+    notify("Reconnected, but some messages sent while this page was offline could not be recovered: reload to see the latest.", "warn");
+  } else if (wasConnected && event.detail.frame.epoch === undefined) {
+    // History is off on the server (HISTORY_SIZE=0): nothing is replayed.
+    notify("Reconnected. Messages sent while this page was offline are not shown.", "");
+  } else {
+    notify(roomNotice, "error"); // what an earlier attempt said is over now
+  }
   wasConnected = true;
 });
 

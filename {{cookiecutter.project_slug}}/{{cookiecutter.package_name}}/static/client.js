@@ -2,7 +2,7 @@
 // An ES module with no dependencies and no build step: copy it into any front end.
 //
 //   import { RealtimeClient } from "./client.js";
-//   const client = new RealtimeClient({ url, getToken, rooms: ["lobby"] });
+//   const client = new RealtimeClient({ url, getToken, rooms: ["lobby"], history: 50 });
 //   client.addEventListener("message", (event) => show(event.detail));
 //   client.start();
 //
@@ -12,6 +12,12 @@
 // (the server refused it or closed with 4401) or "renew" (refresh() was called).
 // If it throws or rejects, the client reports an error and tries again later.
 //
+// history (0 unless given): how many past messages to ask for when it first joins
+// a room. After that it keeps each room's offset and epoch (README, History) and
+// rejoins with since after every reconnect, so that nothing is lost or repeated;
+// the server's recovered false (too far behind, or the history was lost) is in
+// the joined event's frame.
+//
 // Methods: start(), stop(), join(room), leave(room), refresh() (get a new token
 // now, e.g. after the user's name changed), and publish(room, data), which returns
 // false when not connected. Properties: state, user ({ id, name } or null).
@@ -20,7 +26,8 @@
 //   state      { state }                connecting, connected, reconnecting or stopped
 //   user       { user, expires_in }     after each authentication; user is { id, name }
 //   refreshed  { expires_in }           a new token is in use on the open socket
-//   joined     { room, frame }          in the room again (after every reconnect too)
+//   joined     { room, frame }          in the room again (after every reconnect too);
+//                                       frame.recovered false: messages were missed
 //   message    { room, data, from }     from is { id, name }, absent for backends
 //   gap        { rooms }                messages to these rooms may have been lost
 //   error      { code, message, request }  an error reply (request: what it answers),
@@ -46,6 +53,8 @@ export class RealtimeClient extends EventTarget {
   #url;
   #getToken;
   #rooms; // every room to join again after a reconnect
+  #history; // past messages to ask for on a first join
+  #positions = new Map(); // room -> { offset, epoch } of the last message shown
   #heartbeat;
   #state = "stopped"; // until start()
   #user = null;
@@ -67,11 +76,12 @@ export class RealtimeClient extends EventTarget {
   #refreshTimer;
   #watchdog;
 
-  constructor({ url, getToken, rooms = [], heartbeat = HEARTBEAT }) {
+  constructor({ url, getToken, rooms = [], heartbeat = HEARTBEAT, history = 0 }) {
     super();
     this.#url = url;
     this.#getToken = getToken;
     this.#rooms = new Set(rooms);
+    this.#history = history;
     this.#heartbeat = heartbeat;
   }
 
@@ -115,6 +125,7 @@ export class RealtimeClient extends EventTarget {
   leave(room) {
     this.#rooms.delete(room);
     this.#joining.delete(room);
+    this.#positions.delete(room);
     if (this.#authed) this.#request({ type: "leave", room });
   }
 
@@ -214,10 +225,12 @@ export class RealtimeClient extends EventTarget {
         break;
       case "joined":
         if (!this.#joining.delete(frame.room)) break; // left meanwhile
+        this.#joinedAt(frame);
         this.#emit("joined", { room: frame.room, frame });
         this.#settle();
         break;
       case "message":
+        if (!this.#advance(frame)) break; // shown already
         this.#emit("message", { room: frame.room, data: frame.data, from: frame.from });
         break;
       case "gap":
@@ -231,9 +244,32 @@ export class RealtimeClient extends EventTarget {
   }
 
   #join(room) {
-    // [history] a later version adds since: { offset, epoch } of the last message
-    // seen in the room, so that a reconnect loses and repeats nothing.
-    this.#request({ type: "join", room });
+    const since = this.#positions.get(room);
+    if (since) this.#request({ type: "join", room, since });
+    else if (this.#history > 0) this.#request({ type: "join", room, history: this.#history });
+    else this.#request({ type: "join", room });
+  }
+
+  // Where this room's messages go on from. A first join counts from the start of
+  // the epoch, so the history it asked for is shown; recovered false skips to now.
+  #joinedAt(frame) {
+    if (frame.epoch === undefined) return; // history is off on the server
+    const { room, offset, epoch } = frame;
+    if (!this.#positions.has(room)) {
+      this.#positions.set(room, { offset: this.#history > 0 ? 0 : offset, epoch });
+    } else if (frame.recovered === false) {
+      this.#positions.set(room, { offset, epoch });
+    }
+  }
+
+  // False for a message this page has shown already (its offset is not past the
+  // room's); the server sends each once, this keeps it so across any reconnect.
+  #advance(frame) {
+    if (frame.epoch === undefined) return true; // no history: nothing to compare
+    const known = this.#positions.get(frame.room);
+    if (known && known.epoch === frame.epoch && frame.offset <= known.offset) return false;
+    this.#positions.set(frame.room, { offset: frame.offset, epoch: frame.epoch });
+    return true;
   }
 
   // Connected once authenticated and back in every room: a message published after
