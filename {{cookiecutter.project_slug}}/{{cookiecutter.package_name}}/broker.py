@@ -318,8 +318,9 @@ class RedisBroker:
         )
         if resumed:
             # Redis may have restarted: the idle publishing connections may be to
-            # the server that is gone, and redis-py retries no script on them (a
-            # script may write). They are opened afresh when next used.
+            # the server that is gone, and the first command on one fails despite
+            # the retry above (redis-py 8.1), which would fail a publish or the
+            # healing read. They are opened afresh when next used.
             await self._publisher.connection_pool.disconnect(inuse_connections=False)
         if resumed and rooms:
             self._listener.on_resubscribed(rooms)
