@@ -280,14 +280,20 @@ def test_memory_history_forgets_expired_rooms_so_memory_stays_bounded(monkeypatc
 # --------------------------------------------------------------------- on Redis
 
 
-def test_the_api_and_the_publish_helper_keep_history(
-    make_redis, start_app, ws_client, new_room
-):
+@pytest.fixture
+def on_redis(make_redis, start_app, ws_client, new_room):
+    """A Redis of the test's own, an app on it (history on, the publish API on)
+    and a member of a new room: server, app, room, member."""
     server = make_redis()
     app = start_app(server, API_KEY=API_KEY, **DEFAULTS)
     room = new_room()
     member = ws_client(app)
     joined(member, room)
+    return server, app, room, member
+
+
+def test_the_api_and_the_publish_helper_keep_history(on_redis, ws_client):
+    server, app, room, member = on_redis
     status, _, _ = app.http(
         "POST",
         "/api/publish",
@@ -314,14 +320,8 @@ def test_the_api_and_the_publish_helper_keep_history(
     assert datas(messages(later, 2)) == ["api", "cli"]
 
 
-def test_a_plain_publish_is_delivered_live_but_not_kept(
-    make_redis, start_app, ws_client, new_room
-):
-    server = make_redis()
-    app = start_app(server, **DEFAULTS)
-    room = new_room()
-    member = ws_client(app)
-    joined(member, room)
+def test_a_plain_publish_is_delivered_live_but_not_kept(on_redis, ws_client):
+    server, app, room, member = on_redis
     text = json.dumps({"type": "message", "room": room, "data": "plain"})
     with server.client() as probe:
         assert probe.publish(f"{SLUG}:{room}", text) == 1
@@ -331,14 +331,8 @@ def test_a_plain_publish_is_delivered_live_but_not_kept(
     later.assert_quiet()
 
 
-def test_the_room_keys_use_the_room_as_a_hash_tag(
-    make_redis, start_app, ws_client, new_room
-):
-    server = make_redis()
-    app = start_app(server, **DEFAULTS)
-    room = new_room()
-    member = ws_client(app)
-    joined(member, room)
+def test_the_room_keys_use_the_room_as_a_hash_tag(on_redis):
+    server, app, room, member = on_redis
     member.publish(room, 1)
     member.message()
     tagged = f"{SLUG}:" + "{" + room + "}"  # the room as a hash tag
@@ -350,14 +344,8 @@ def test_the_room_keys_use_the_room_as_a_hash_tag(
         assert 0 < probe.ttl(stream) <= 3600 and 0 < probe.ttl(meta) <= 3600
 
 
-def test_a_redis_that_refuses_writes_makes_publish_broker_unavailable(
-    make_redis, start_app, ws_client, new_room
-):
-    server = make_redis()
-    app = start_app(server, **DEFAULTS)
-    room = new_room()
-    member = ws_client(app)
-    joined(member, room)
+def test_a_redis_that_refuses_writes_makes_publish_broker_unavailable(on_redis):
+    server, app, room, member = on_redis
     with server.client() as probe:
         probe.config_set("maxmemory-policy", "noeviction")
         probe.config_set("maxmemory", "1")  # every write is refused: OOM

@@ -81,20 +81,26 @@ class _CatchUp:
     again: after a deploy every client of a room comes back with the same since
     within a few seconds."""
 
-    __slots__ = ("window", "tail", "expires")
+    __slots__ = ("window", "tail", "expires", "size")
 
     def __init__(self) -> None:
         self.window: Window | None = None  # None: the read is in flight
         self.tail: list[Payload] = []
         self.expires = float("inf")
+        self.size = 0  # bytes of the messages it holds
+
+    def shareable(self, now: float) -> bool:
+        return self.expires > now and self.size <= CATCH_UP_BYTES
 
 
 # A reconnect storm: clients back off for up to a few seconds (0.5 s doubling,
 # with jitter) before they come back; a read older than this is not shared.
 CATCH_UP_SECONDS = 10.0
-# Distinct questions a room's recent reads answer: bounds what joins with ever
-# other since values can hold (each read holds up to HISTORY_SIZE messages).
-MAX_CATCH_UPS = 32
+# Distinct questions a room's recent reads answer, and the bytes of messages each
+# may hold: a storm of chat-sized messages is served from one read, while large
+# messages are read again rather than held (at most 8 MiB a room, for 10 s).
+MAX_CATCH_UPS = 8
+CATCH_UP_BYTES = 1 << 20
 
 
 class Node:
@@ -181,9 +187,20 @@ class Node:
             try:
                 shared.window = await self._broker.read(room, key[0], last)
             except BaseException:
-                del entry.catch_ups[key]
+                entry.catch_ups.pop(key, None)
                 raise
             shared.expires = time.monotonic() + CATCH_UP_SECONDS
+            shared.size += sum(len(payload.utf8) for payload in shared.window.payloads)
+        joined = self._replay(entry, shared, since, last)
+        if key == (None, 0) or not shared.shareable(time.monotonic()):
+            # A plain join reads only the room's position, once: nothing to share.
+            entry.catch_ups.pop(key, None)
+        return joined
+
+    def _replay(
+        self, entry: _Room, shared: _CatchUp, since: Position | None, last: int
+    ) -> Joined:
+        """What a join gets from a read and what arrived since it was sent."""
         window = shared.window
         assert window is not None  # a room's reads run one at a time (its lock)
         epoch = window.position.epoch
@@ -216,7 +233,7 @@ class Node:
         """A recent read of the same question, if one is still good to share;
         expired ones go, and a room keeps at most MAX_CATCH_UPS."""
         now = time.monotonic()
-        for old in [k for k, c in entry.catch_ups.items() if c.expires <= now]:
+        for old in [k for k, c in entry.catch_ups.items() if not c.shareable(now)]:
             del entry.catch_ups[old]
         while len(entry.catch_ups) >= MAX_CATCH_UPS and key not in entry.catch_ups:
             del entry.catch_ups[next(iter(entry.catch_ups))]  # the oldest
@@ -256,10 +273,13 @@ class Node:
     def _record(self, entry: _Room, payload: Payload) -> None:
         now = time.monotonic()
         for key, shared in list(entry.catch_ups.items()):
-            if shared.expires <= now or len(shared.tail) >= self._history_size:
-                del entry.catch_ups[key]  # too old to share: the next join reads
+            if shared.window is not None and (
+                not shared.shareable(now) or len(shared.tail) >= self._history_size
+            ):
+                del entry.catch_ups[key]  # too old or too big: the next join reads
             else:
                 shared.tail.append(payload)
+                shared.size += len(payload.utf8)
 
     def _deliver(self, members: Iterable[Member], payload: Payload) -> None:
         for member in tuple(members):
