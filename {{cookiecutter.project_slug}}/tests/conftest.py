@@ -162,6 +162,23 @@ def app_environment(port: int, overrides: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def publish_command(
+    redis_url: str, room: str, data: str, **settings: str
+) -> subprocess.CompletedProcess:
+    """``python -m <package>.publish ROOM DATA`` as a worker dyno runs it: with
+    REDIS_URL and ``settings``, every other app setting at its default."""
+    env = {k: v for k, v in os.environ.items() if not APP_VARIABLES.match(k)}
+    env.update(REDIS_URL=redis_url, **settings)
+    return subprocess.run(
+        [sys.executable, "-m", "{{ cookiecutter.package_name }}.publish", room, data],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
 def redis_server_binary() -> str:
     found = shutil.which("redis-server")
     if found:

@@ -3,13 +3,10 @@ and since, the memory broker's bounds, and, on Redis, recovery across a process'
 SIGTERM, Redis restarts and a subscriber's reconnect, with two app processes."""
 
 import json
-import os
-import subprocess
-import sys
 import threading
 
 import pytest
-from conftest import PROJECT_ROOT, strict_json
+from conftest import publish_command, strict_json
 from websockets.exceptions import ConnectionClosed
 
 from {{ cookiecutter.package_name }} import history
@@ -301,17 +298,7 @@ def test_the_api_and_the_publish_helper_keep_history(on_redis, ws_client):
         json.dumps({"room": room, "data": "api"}),
     )
     assert status == 200
-    env = {**os.environ, "REDIS_URL": server.url}
-    for name in ("HISTORY_SIZE", "HISTORY_TTL", "REDIS_CHANNEL_PREFIX"):
-        env.pop(name, None)
-    result = subprocess.run(
-        [sys.executable, "-m", "{{ cookiecutter.package_name }}.publish", room, '"cli"'],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = publish_command(server.url, room, '"cli"')  # history as it comes
     assert result.returncode == 0, result.stderr
     live = messages(member, 2)
     assert [(m["data"], m["offset"]) for m in live] == [("api", 1), ("cli", 2)]
@@ -488,19 +475,32 @@ def test_a_subscriber_reconnect_heals_from_the_history_without_a_gap(
         assert [frame.get("data") for frame in frames] == list(range(1, total + 1))
 
 
+@pytest.fixture
+def restart_redis(make_redis, start_app, ws_client, new_room):
+    """``restart_redis(persistent)``: an app on a Redis of its own, a member of a
+    new room that has received message 1, then Redis stopped and started again:
+    app, room, member and that message."""
+
+    def restart(persistent: bool):
+        server = make_redis(persistent=persistent)
+        app = start_app(server, **DEFAULTS)
+        room = new_room()
+        member = ws_client(app)
+        joined(member, room)
+        member.publish(room, 1)
+        kept = member.message()
+        server.stop()
+        server.start()
+        return app, room, member, kept
+
+    return restart
+
+
 @pytest.mark.slow
 def test_a_redis_restart_with_persistence_is_recovered(
-    make_redis, start_app, ws_client, new_room, wait_until
+    restart_redis, ws_client, wait_until
 ):
-    server = make_redis(persistent=True)
-    app = start_app(server, **DEFAULTS)
-    room = new_room()
-    member = ws_client(app)
-    joined(member, room)
-    member.publish(room, 1)
-    kept = member.message()
-    server.stop()
-    server.start()
+    app, room, member, kept = restart_redis(persistent=True)
     wait_until(lambda: app.healthz()[0] == 200, 10, "the app to reconnect")
     member.publish(room, 2)
     assert member.message() == {**kept, "data": 2, "offset": 2}
@@ -513,17 +513,9 @@ def test_a_redis_restart_with_persistence_is_recovered(
 
 @pytest.mark.slow
 def test_a_redis_restart_without_persistence_is_a_new_epoch_and_a_gap(
-    make_redis, start_app, ws_client, new_room, wait_until
+    restart_redis, ws_client
 ):
-    server = make_redis()
-    app = start_app(server, **DEFAULTS)
-    room = new_room()
-    member = ws_client(app)
-    joined(member, room)
-    member.publish(room, 1)
-    kept = member.message()
-    server.stop()
-    server.start()
+    app, room, member, kept = restart_redis(persistent=False)
     assert member.gap(timeout=15) == {"type": "gap", "rooms": [room]}
     member.publish(room, 2)
     fresh = member.message()

@@ -1,15 +1,11 @@
 """The Redis broker: fan-out across processes, the wire format, the publish helper."""
 
 import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
+from conftest import publish_command
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SLUG = "{{ cookiecutter.project_slug }}"
 
 
@@ -199,22 +195,9 @@ def test_publish_command_line(
     members = [ws_client(app) for app in redis_apps]
     for member in members:
         member.join(room)
-    env = {**os.environ, "REDIS_URL": redis_server.url, "HISTORY_SIZE": "0"}
-    env.pop("REDIS_CHANNEL_PREFIX", None)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "{{ cookiecutter.package_name }}.publish",
-            room,
-            '{"text": "from the shell"}',
-        ],
-        cwd=PROJECT_ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    # As the apps here are set: plain pub/sub (test_history.py: with history).
+    data = '{"text": "from the shell"}'
+    result = publish_command(redis_server.url, room, data, HISTORY_SIZE="0")
     assert result.returncode == 0, result.stderr
     for member in members:
         assert member.message() == message(room, {"text": "from the shell"})
