@@ -558,18 +558,28 @@ def test_name_is_kept_and_can_be_changed(browser, demo):
     page.close()
 
 
-def test_two_names_on_two_processes_sharing_redis(
-    browser, baked_demo: tuple[Path, Path], redis_url
-):
-    """Each page signs in on its own process; the server puts each sender's name
-    and id on the message, and Redis carries it to the other process."""
-    room = f"browser-names-{uuid.uuid4().hex[:8]}"
+@pytest.fixture
+def two_processes(baked_demo: tuple[Path, Path], redis_url):
+    """Two processes of the demo on one Redis and one AUTH_SECRET, as two dynos
+    are; stopped at teardown."""
     servers = [Server(*baked_demo, free_port()) for _ in range(2)]
-    pages = []
     try:
         for server in servers:
             server.env |= {"REDIS_URL": redis_url, "AUTH_SECRET": AUTH_SECRET}
             server.start()
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def test_two_names_on_two_processes_sharing_redis(browser, two_processes):
+    """Each page signs in on its own process; the server puts each sender's name
+    and id on the message, and Redis carries it to the other process."""
+    room = f"browser-names-{uuid.uuid4().hex[:8]}"
+    servers = two_processes
+    pages = []
+    try:
         ada = open_page(browser, servers[0].port, room, "Ada")
         bo = open_page(browser, servers[1].port, room, "Bo")
         pages += [ada, bo]
@@ -590,23 +600,18 @@ def test_two_names_on_two_processes_sharing_redis(
     finally:
         for page in pages:
             page.close()
-        for server in servers:
-            server.stop()
 
 
 def test_a_page_whose_process_restarts_shows_what_it_missed_once_in_order(
-    browser, baked_demo: tuple[Path, Path], redis_url
+    browser, two_processes
 ):
     """[history] Page B's process is restarted (a deploy) while page A, on the
     other process, sends 20 messages: B rejoins with since and shows all 20, each
     once, in order."""
     room = f"browser-recovery-{uuid.uuid4().hex[:8]}"
-    servers = [Server(*baked_demo, free_port()) for _ in range(2)]
+    servers = two_processes
     pages = []
     try:
-        for server in servers:
-            server.env |= {"REDIS_URL": redis_url, "AUTH_SECRET": AUTH_SECRET}
-            server.start()
         a = open_page(browser, servers[0].port, room, "Ann")
         b = open_page(browser, servers[1].port, room, "Ben")
         pages += [a, b]
@@ -636,8 +641,6 @@ def test_a_page_whose_process_restarts_shows_what_it_missed_once_in_order(
     finally:
         for page in pages:
             page.close()
-        for server in servers:
-            server.stop()
 
 
 def test_page_refreshes_a_short_lived_token_in_place(
