@@ -77,6 +77,9 @@ return {epoch, top, found}
 # The fields' text as APPEND writes it (json.dumps' separators), matched at the
 # end of a frame; a frame without them (a plain PUBLISH) is delivered live only.
 POSITION = re.compile(r', "offset": ([0-9]{1,18}), "epoch": "([0-9a-f]{1,32})"\}\Z')
+# The longest text POSITION matches (18 digits, 32 hex digits and the words):
+# only a frame's last bytes are searched, however large the frame.
+POSITION_TAIL = 80
 # 8 random bytes: two epochs of one room never meet.
 EPOCH_BYTES = 8
 
@@ -100,7 +103,7 @@ def stamp(frame: str, offset: int, epoch: str) -> str:
 
 def position_of(frame: str) -> Position | None:
     """The offset and epoch a message frame carries; None: it has none."""
-    found = POSITION.search(frame, max(0, len(frame) - 80))
+    found = POSITION.search(frame, max(0, len(frame) - POSITION_TAIL))
     if found is None:
         return None
     return Position(int(found[1]), found[2])
