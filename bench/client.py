@@ -52,6 +52,8 @@ class Worker:
     def on_message(self, client: Client, payload: bytes, now: float) -> None:
         if client is not self.publisher and client is not self.slow:
             seq = int(number(payload, b'"seq":'))
+            if client.recovery is not None:
+                client.recovery.receive(seq, now)
             entry = self.received.get(seq)
             if entry is None:
                 entry = self.received[seq] = [0, now]
@@ -64,6 +66,33 @@ class Worker:
                 waiter = self.waiters.pop(seq, None)
                 if waiter is not None and not waiter.done():
                     waiter.set_result(None)
+
+
+class Recovery:
+    """What one client of a reconnect storm received of the messages it missed,
+    numbered ``first`` to ``first + missed - 1``: counted in order, each once."""
+
+    def __init__(self, first: int, missed: int) -> None:
+        self.next = first
+        self.end = first + missed
+        self.delivered = self.duplicates = self.out_of_order = 0
+        self.last = 0.0  # when the last missed message came
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if not missed:
+            self.done.set_result(None)
+
+    def receive(self, seq: int, now: float) -> None:
+        if seq < self.next:
+            self.duplicates += 1
+            return
+        if seq > self.next:  # one or more before it skipped, or still to come
+            self.out_of_order += 1
+        self.delivered += seq < self.end
+        self.next = seq + 1
+        if seq < self.end:
+            self.last = now
+        if self.next >= self.end and not self.done.done():
+            self.done.set_result(None)
 
 
 def number(payload: bytes, key: bytes) -> float:
@@ -117,6 +146,13 @@ class Client(asyncio.Protocol):
         self.closed: asyncio.Future[int | None] = loop.create_future()
         self.close_code: int | None = None
         self.bytes_received = 0
+        self.token: str | None = None  # its own, again on a reconnect
+        # The publisher's: how many publishes the server has accepted.
+        self.acks = 0
+        self.acked: asyncio.Future[None] | None = None
+        self.acks_wanted = 0
+        # In a reconnect storm: the missed messages' numbers, and what came.
+        self.recovery: Recovery | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # A stream's: create_connection makes a read-write transport.
@@ -169,8 +205,13 @@ class Client(asyncio.Protocol):
             if opcode == 1:
                 if b'"seq":' in payload:
                     self.worker.on_message(self, payload, now)
-                elif self is not self.worker.publisher:  # its "published" replies
+                elif self is not self.worker.publisher:
                     self.replies.put_nowait(payload)
+                elif b'"published"' in payload:  # counted, not queued: thousands
+                    self.acks += 1
+                    if self.acked and self.acks >= self.acks_wanted:
+                        self.acked.set_result(None)
+                        self.acked = None
             elif opcode == 9:  # ping: the servers' keep-alive wants a pong
                 self.transport.write(frame(10, payload))
             elif opcode == 8:
@@ -205,6 +246,7 @@ async def open_client(
     # The handshake must finish well inside the apps' 10 s open timeout.
     await asyncio.wait_for(client.opened, 30)
     if token is not None:
+        client.token = token
         await authenticate(client, token)
     return client
 
@@ -227,12 +269,17 @@ async def authenticate(client: Client, token: str) -> None:
         raise ConnectionError(f"auth: {refused(client, reply)}")
 
 
-async def join(client: Client) -> None:
-    client.send_text(json.dumps({"type": "join", "room": ROOM}))
+async def join(client: Client, since: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Join the room (from ``since``, a position); the ``joined`` reply."""
+    request: dict[str, Any] = {"type": "join", "room": ROOM}
+    if since is not None:
+        request["since"] = since
+    client.send_text(json.dumps(request))
     while True:
         reply = await asyncio.wait_for(client.replies.get(), 60)
         if b"joined" in reply:
-            return
+            joined: dict[str, Any] = json.loads(reply)
+            return joined
         if b"error" in reply or not reply:
             raise RuntimeError(f"join: {refused(client, reply)}")
 
@@ -262,14 +309,21 @@ async def handle(worker: Worker, cmd: dict[str, Any]) -> dict[str, Any]:
         return await connect(worker, cmd)
     if name == "join":
         started = time.monotonic()
-        await asyncio.gather(*(join(client) for client in worker.clients))
-        return {"started": started, "joined": time.monotonic()}
+        replies = await asyncio.gather(*(join(client) for client in worker.clients))
+        # The room's position as the last to join saw it (with history: its
+        # offset and epoch; nothing is published while they join).
+        position = {key: replies[-1].get(key) for key in ("offset", "epoch")}
+        return {"started": started, "joined": time.monotonic(), "position": position}
     if name == "publish":
         text = publish_text(cmd["app"], cmd["seq"], cmd.get("pad", ""))
         connected(worker.publisher).send_text(text)
         return {"t": number(text.encode(), b'"t":')}
     if name == "rate":
         return await publish_at_rate(worker, cmd)
+    if name == "publish_confirmed":
+        return await publish_confirmed(worker, cmd)
+    if name == "storm":
+        return await storm(worker, cmd)
     if name == "await":
         return await await_seq(worker, cmd["seq"], cmd["timeout"])
     if name == "histogram":
@@ -360,6 +414,68 @@ async def publish_at_rate(worker: Worker, cmd: dict[str, Any]) -> dict[str, Any]
             await asyncio.sleep(delay)
         publisher.send_text(publish_text(cmd["app"], seq + i, ""))
     return {"started": started, "sent": count, "ended": time.monotonic()}
+
+
+async def publish_confirmed(worker: Worker, cmd: dict[str, Any]) -> dict[str, Any]:
+    """Publish ``count`` messages numbered from ``seq``; answer once the server
+    has accepted every one (with history: each is in it)."""
+    publisher = connected(worker.publisher)
+    publisher.acks_wanted = publisher.acks + cmd["count"]
+    publisher.acked = asyncio.get_running_loop().create_future()
+    for i in range(cmd["count"]):
+        publisher.send_text(publish_text(True, cmd["seq"] + i, ""))
+    if publisher.acks < publisher.acks_wanted:
+        await asyncio.wait_for(publisher.acked, 60)
+    return {"acks": publisher.acks}
+
+
+async def storm(worker: Worker, cmd: dict[str, Any]) -> dict[str, Any]:
+    """Every client of this process, its connection gone (a deploy), reconnects
+    at once to ``port``: handshake and auth (at most ``window`` in flight, as
+    connect), then at once a join with ``since``, then it waits for the
+    ``missed`` messages numbered from ``first``. When each step ended, and what
+    arrived."""
+    host, port, path = cmd["host"], cmd["port"], cmd["path"]
+    since, first, missed = cmd["since"], cmd["first"], cmd["missed"]
+    window = asyncio.Semaphore(cmd["window"])
+    before, worker.clients = worker.clients, []
+    for old in before:  # closed by the server already; nothing left to read
+        old.transport.abort()
+    opened: list[float] = []
+    joined: list[float] = []
+    recovered = 0
+    recoveries: list[Recovery] = []
+
+    async def one(token: str | None) -> None:
+        nonlocal recovered
+        async with window:
+            client = await open_client(worker, host, port, path, token=token)
+        opened.append(time.monotonic())
+        worker.clients.append(client)
+        client.recovery = recovery = Recovery(first, missed)
+        recoveries.append(recovery)
+        reply = await join(client, since)
+        joined.append(time.monotonic())
+        if reply.get("recovered") is True:
+            recovered += 1
+            # The apps replay right after joined: within the round timeout.
+            await asyncio.wait_for(recovery.done, 60)
+
+    started = time.monotonic()
+    await asyncio.gather(*(one(old.token) for old in before))
+    for client in worker.clients:
+        client.recovery = None
+    return {
+        "started": started,
+        "opened": max(opened),
+        "joined": max(joined),
+        # A client with nothing to recover is done at its joined.
+        "recovered_at": max([*joined, *(r.last for r in recoveries)]),
+        "recovered": recovered,
+        "delivered": sum(r.delivered for r in recoveries),
+        "duplicates": sum(r.duplicates for r in recoveries),
+        "out_of_order": sum(r.out_of_order for r in recoveries),
+    }
 
 
 async def open_slow(worker: Worker, cmd: dict[str, Any]) -> dict[str, Any]:

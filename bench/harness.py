@@ -50,6 +50,7 @@ from results import (  # noqa: E402
     Size,
     Slow,
     Step,
+    Storm,
     dump,
 )
 
@@ -66,7 +67,7 @@ BUILD = ROOT / "build" / "bench"
 # Figures kept by --record, one file a measured commit: the doc's changes table.
 CHANGES = BENCH / "changes"
 CLIENT = BENCH / "client.py"
-PHASES = ["sizes", "e2e", "slow"]
+PHASES = ["sizes", "e2e", "slow", "storm"]
 # Handshakes in flight across all client processes (each until its 101, or its
 # authed where clients authenticate): under every server's listen backlog
 # (asyncio's default is 100), so no SYN is dropped and the connect rate measures
@@ -104,6 +105,8 @@ MAX_CONNECTIONS = 9000
 # with REDIS_URL and no AUTH_SECRET, and its clients authenticate first. The key
 # is fixed and public, a benchmark's, so runs are alike; past the 32-byte minimum.
 AUTH_SECRET = "bench-only-key-public-not-secret-0123456789"
+# The storm's missed messages are numbered from here, clear of every other phase's.
+STORM_SEQ = 10_000_000
 # exp - iat of the clients' tokens: past any phase, so none expires mid-run (the
 # apps close a connection at its exp with 4401); and each connection holds the
 # timer of its expiry, as a real one does.
@@ -130,6 +133,13 @@ FULL = Config(
     slow_pad=60000,
     slow_rounds_before=20,
     slow_rounds=160,
+    # The history issue's sizes for "completion with history within 1.1× of
+    # without".
+    history_off_sizes=(5000, 9000),
+    # The issue's storm: 5,000 clients each 50 behind; around it, the points of
+    # the chart, up to the apps' default HISTORY_SIZE (100: still recovered).
+    storm_clients=5000,
+    storm_missed=(1, 10, 25, 50, 100),
 )
 QUICK = Config(
     sizes=(300,),
@@ -147,6 +157,9 @@ QUICK = Config(
     slow_rounds_before=10,
     # 8.4 MB: still past the apps' bound and the kernel's buffers.
     slow_rounds=140,
+    history_off_sizes=(300,),
+    storm_clients=300,
+    storm_missed=(10, 50),
 )
 
 
@@ -160,6 +173,7 @@ class Server:
     env: dict[str, str] = field(default_factory=dict)
     versions: str = ""
     identity: bool = False  # its clients authenticate (the template's, since)
+    history: bool = False  # it keeps history, on by default (since history)
 
 
 # ---------------------------------------------------------------- processes
@@ -254,6 +268,9 @@ class Process:
 
     def __init__(self, server: Server, port: int, redis_url: str, log: Path) -> None:
         env = activated(server.python)
+        # History is on at the apps' default, or off where a run says so: never
+        # what the shell running the bench happens to set.
+        env.pop("HISTORY_SIZE", None)
         env.update(server.env, PORT=str(port), REDIS_URL=redis_url)
         self.port = port
         self.log = log
@@ -422,6 +439,8 @@ class Connected:
     seconds: float  # the first handshake to the last 101, or authed
     server_cpu: float  # all the server's processes, meanwhile
     join_seconds: float  # then joining the room (an app's), all of them
+    # The room's offset and epoch in the last joined (with history; else None).
+    position: dict[str, Any] | None = None
 
 
 class Run:
@@ -502,11 +521,13 @@ class Run:
         started = min(answer["started"] for answer in answers)
         opened = max(answer["opened"] for answer in answers)
         join_seconds = 0.0
+        position = None
         if server.app:  # the references relay to every connection: no rooms
             joins = await asyncio.gather(*(w.call(cmd="join") for w in receivers))
             began = min(answer["started"] for answer in joins)
             join_seconds = max(answer["joined"] for answer in joins) - began
-        return Connected(opened - started, server_cpu, join_seconds)
+            position = joins[-1]["position"]
+        return Connected(opened - started, server_cpu, join_seconds, position)
 
     async def rounds(
         self,
@@ -538,11 +559,19 @@ class Run:
             await asyncio.sleep(pause)
         return done
 
-    async def size(self, server: Server, n: int, anonymous: bool = False) -> Size:
+    async def size(
+        self,
+        server: Server,
+        n: int,
+        anonymous: bool = False,
+        history_off: bool = False,
+    ) -> Size:
         """Connect rate, RSS per idle connection and broadcast completion at N.
 
         anonymous: a variant with identity, run with AUTH_ANONYMOUS=true and no
         auth frame, to measure next to the authenticated run what identity costs.
+        history_off: a variant with history, run with HISTORY_SIZE=0, for what
+        history costs.
         """
         # The publisher is connection N + 1: the apps' limit (9,000 by default)
         # is raised by that one; and so is the per-client limit (every client
@@ -553,7 +582,10 @@ class Run:
             env["WS_MAX_CONNECTIONS_PER_CLIENT"] = most
         if anonymous:
             env["AUTH_ANONYMOUS"] = "true"
-        label = f"n{n}-anonymous" if anonymous else f"n{n}"
+        if history_off:
+            env["HISTORY_SIZE"] = "0"
+        label = f"n{n}" + ("-anonymous" if anonymous else "")
+        label += "-history-off" if history_off else ""
         process = await self.start(server, label, **env)
         k = max(2, math.ceil(n / PER_CLIENT_PROCESS))
         publisher, *receivers = await workers(self.tools, 1 + k)
@@ -605,17 +637,20 @@ class Run:
             await asyncio.gather(*(w.close() for w in (publisher, *receivers)))
             process.stop()
 
-    async def e2e(self, server: Server) -> E2E:
+    async def e2e(self, server: Server, history_off: bool = False) -> E2E:
         """A publisher on one process, receivers on another; per repeat, a search
         for the highest sustained rate, the idle CPU, then a step at E2E_FIXED_RATE.
 
         LIMIT has no broker, so its publisher and receivers share its one process.
+        history_off: both processes with HISTORY_SIZE=0.
         """
         cfg = self.cfg
-        origin = await self.start(server, "e2e-publisher", **FAST)
+        off = {"HISTORY_SIZE": "0"} if history_off else {}
+        label = "-history-off" if history_off else ""
+        origin = await self.start(server, f"e2e-publisher{label}", **FAST, **off)
         target = origin
         if server.name != "LIMIT":
-            target = await self.start(server, "e2e-receivers")
+            target = await self.start(server, f"e2e-receivers{label}", **off)
         m = cfg.e2e_receivers
         # Two receiving processes at least: at the top rates one would near a core.
         k = max(2, math.ceil(m / PER_CLIENT_PROCESS))
@@ -709,6 +744,123 @@ class Run:
         finally:
             await asyncio.gather(*(w.close() for w in (publisher, receiver, slow)))
             process.stop()
+
+    async def storms(self, server: Server) -> list[Storm]:
+        """A deploy's reconnect storm, once per point of cfg.storm_missed.
+
+        The clients (storm_clients of them, one user each) connect to a process
+        and join the room; then, per point, a fresh process starts, the old one
+        gets SIGTERM (every client closed with 1012, a deploy), a publisher on a
+        process of its own publishes that many messages, and every client
+        reconnects at once to the fresh process with the position it had: the
+        next point's old process is this one.
+        """
+        cfg = self.cfg
+        n = cfg.storm_clients
+        most = str(max(MAX_CONNECTIONS, n + 1))
+        env = {"WS_MAX_CONNECTIONS": most, "WS_MAX_CONNECTIONS_PER_CLIENT": most}
+        publishing = await self.start(server, "storm-publisher", **FAST)
+        current = await self.start(server, "storm-0", **env)
+        k = max(2, math.ceil(n / PER_CLIENT_PROCESS))
+        publisher, *receivers = await workers(self.tools, 1 + k)
+        found: list[Storm] = []
+        try:
+            await self.connect_publisher(server, publishing, publisher, False)
+            position = (await self.connect(server, current, receivers, n)).position
+            if position is None or position["offset"] is None:
+                raise RuntimeError(f"{server.name}: joined carries no position")
+            seq = STORM_SEQ
+            for point, missed in enumerate(cfg.storm_missed, 1):
+                print(f"bench: {server.name} storm, {missed} missed", flush=True)
+                fresh = await self.start(server, f"storm-{point}", **env)
+                current.stop()  # SIGTERM: 1012 to every client, as in a deploy
+                current = fresh
+                await publisher.call(cmd="publish_confirmed", count=missed, seq=seq)
+                reads = script_calls(self.redis_url)
+                cpu = cpu_seconds(current.pid)
+                answers = await asyncio.gather(
+                    *(
+                        w.call(
+                            cmd="storm",
+                            host="127.0.0.1",
+                            port=current.port,
+                            path="/ws",
+                            since=position,
+                            first=seq,
+                            missed=missed,
+                            window=max(1, CONNECT_WINDOW // len(receivers)),
+                        )
+                        for w in receivers
+                    )
+                )
+                found.append(
+                    storm_of(
+                        answers,
+                        n,
+                        missed,
+                        script_calls(self.redis_url) - reads,
+                        cpu_seconds(current.pid) - cpu,
+                    )
+                )
+                seq += missed
+                position = {**position, "offset": position["offset"] + missed}
+        finally:
+            await asyncio.gather(*(w.close() for w in (publisher, *receivers)))
+            current.stop()
+            publishing.stop()
+        return found
+
+
+def storm_of(
+    answers: list[dict[str, Any]],
+    clients: int,
+    missed: int,
+    redis_reads: int,
+    server_cpu: float,
+) -> Storm:
+    """One storm from its client processes' answers: each step's end is the
+    last of theirs, from the first handshake of any."""
+    started = float(min(answer["started"] for answer in answers))
+
+    def last(key: str) -> float:
+        return float(max(answer[key] for answer in answers)) - started
+
+    def total(key: str) -> int:
+        return sum(int(answer[key]) for answer in answers)
+
+    return Storm(
+        clients=clients,
+        missed=missed,
+        connect_seconds=last("opened"),
+        joined_seconds=last("joined"),
+        recovered_seconds=last("recovered_at"),
+        recovered=total("recovered"),
+        delivered=total("delivered"),
+        duplicates=total("duplicates"),
+        out_of_order=total("out_of_order"),
+        redis_reads=redis_reads,
+        server_cpu=server_cpu,
+    )
+
+
+def script_calls(redis_url: str) -> int:
+    """EVALSHA and EVAL calls Redis has run so far (INFO commandstats): the
+    apps' history reads and appends are scripts."""
+    cli = shutil.which("redis-cli")
+    if cli is None:
+        sys.exit("bench: redis-cli is missing: apt-get install -y redis-tools")
+    info = subprocess.run(
+        [cli, "-u", redis_url, "INFO", "commandstats"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    calls = 0
+    for line in info.splitlines():
+        name, _, stats = line.partition(":")
+        if name in ("cmdstat_evalsha", "cmdstat_eval"):
+            calls += int(stats.split("calls=", 1)[1].split(",", 1)[0])
+    return calls
 
 
 class Stream:
@@ -860,8 +1012,17 @@ def bake(framework: str, tools: Path, template: Path = ROOT) -> Server:
         # All the bench's clients share one address: the per-client limit (100
         # by default) is raised to the process's, as WS_MAX_CONNECTIONS is.
         env["WS_MAX_CONNECTIONS_PER_CLIENT"] = str(MAX_CONNECTIONS)
+    # Likewise history (on by default): an older template runs without it.
+    history = any(project.glob("*/history.py"))
     return Server(
-        framework, command, project, python, app=True, env=env, identity=identity
+        framework,
+        command,
+        project,
+        python,
+        app=True,
+        env=env,
+        identity=identity,
+        history=history,
     )
 
 
@@ -994,21 +1155,32 @@ async def measure(
                 versions=server.versions,
                 load_at_start=os.getloadavg()[0],
                 identity=server.identity,
+                history=server.history,
             )
             for n in cfg.sizes if "sizes" in args.phases else ():
                 print(f"bench: {server.name} N={n}", flush=True)
                 entry.sizes[str(n)] = await run.size(server, n)
+                # Each pair right after, on a fresh process: the difference is
+                # what authentication or history costs, under the same conditions.
                 if server.identity and n in cfg.anonymous_sizes:
-                    # Right after, on a fresh process: the pair is what
-                    # authentication costs, under the same conditions.
                     print(f"bench: {server.name} N={n} anonymous", flush=True)
                     entry.anonymous[str(n)] = await run.size(server, n, anonymous=True)
+                if server.history and n in cfg.history_off_sizes:
+                    print(f"bench: {server.name} N={n} history off", flush=True)
+                    entry.history_off[str(n)] = await run.size(
+                        server, n, history_off=True
+                    )
             if "e2e" in args.phases:
                 print(f"bench: {server.name} end-to-end", flush=True)
                 entry.e2e = await run.e2e(server)
+                if server.history:
+                    print(f"bench: {server.name} end-to-end history off", flush=True)
+                    entry.e2e_history_off = await run.e2e(server, history_off=True)
             if "slow" in args.phases:
                 print(f"bench: {server.name} slow client", flush=True)
                 entry.slow = await run.slow(server)
+            if "storm" in args.phases and server.history:
+                entry.storms = await run.storms(server)
             entry.other_work_cores = other.cores()
     return results
 
@@ -1093,6 +1265,9 @@ def main() -> None:
     else:  # the lane's, those of them --sizes kept
         kept = tuple(n for n in cfg.anonymous_sizes if n in cfg.sizes)
         cfg = replace(cfg, anonymous_sizes=kept)
+    # Likewise the runs with history off: the lane's, those among the sizes.
+    kept = tuple(n for n in cfg.history_off_sizes if n in cfg.sizes)
+    cfg = replace(cfg, history_off_sizes=kept)
     out = args.out or (BUILD / "quick" if args.quick else ROOT / "docs")
     tools = Path(sys.executable)
     started = time.monotonic()

@@ -15,6 +15,7 @@ from results import (
     Results,
     ServerResults,
     Step,
+    Storm,
     load,
 )
 
@@ -29,11 +30,19 @@ WEBSOCKETS_KIB = 16
 CLIENT_BOUND = 0.85
 # Other processes' average CPU (cores) during a server's runs worth a caveat.
 OTHER_WORK = 0.1
+# The history issue's targets: completion with history within 1.1× of without,
+# the end-to-end maximum at least 0.7× of without, and the storm of 5,000
+# clients each 50 messages behind recovered within 10 s.
+HISTORY_COMPLETION = 1.1
+HISTORY_E2E = 0.7
+STORM_MISSED = 50
+STORM_SECONDS = 10.0
 
 
 def write(data: Results, out: Path) -> None:
     (out / "benchmarks.md").write_text(markdown(data))
     chart(data.results, out / "benchmarks.png")
+    recovery_chart(data.results, out / "recovery.png")
 
 
 def ms(seconds: float | None) -> str:
@@ -212,18 +221,135 @@ def auth_table(results: dict[str, ServerResults]) -> list[str]:
     return rows
 
 
+def history_table(results: dict[str, ServerResults]) -> list[str]:
+    """Each variant with history at the same N, and end to end, twice: with
+    history at its default and with HISTORY_SIZE=0."""
+    pairs = [
+        (name, n, results[name].history_off[n], results[name].sizes[n])
+        for name in names(results)
+        for n in sorted(results[name].history_off, key=int)
+        if n in results[name].sizes
+    ]
+    streams = [
+        (name, without, within)
+        for name in names(results)
+        if (without := results[name].e2e_history_off) and (within := results[name].e2e)
+    ]
+    if not pairs and not streams:
+        return []
+    rows = [
+        "## What history costs",
+        "",
+        "Each variant twice, on fresh processes, one right after the other: with "
+        "history at its default (HISTORY_SIZE=100, as in the tables above: each "
+        "publish is one script call on Redis that appends the message to the "
+        "room's stream and publishes it, and every message carries `offset` and "
+        "`epoch`), and with HISTORY_SIZE=0. In each cell off → on, then the ratio "
+        f"(the targets: completion within {HISTORY_COMPLETION}×, the end-to-end "
+        f"maximum at least {HISTORY_E2E}×).",
+        "",
+    ]
+    if pairs:
+        rows += [
+            "| server | N | completion p50 (ms) | × | p99 (ms) | connect (conn/s) "
+            "| RSS/conn (KiB) |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name, n, off, on in pairs:
+            rows.append(
+                f"| {name} | {int(n):,} | {ms(off.p50)} → {ms(on.p50)} "
+                f"| {ratio(on.p50, off.p50)} | {ms(off.p99)} → {ms(on.p99)} "
+                f"| {off.connect_rate:,.0f} → {on.connect_rate:,.0f} "
+                f"| {off.rss_per_connection / KIB:.1f} → "
+                f"{on.rss_per_connection / KIB:.1f} |"
+            )
+        rows.append("")
+    if streams:
+        rows += [
+            "End to end (two processes, as below): the mean over the repeats of "
+            "the deliveries a second at the highest sustained rate, and at the "
+            "fixed rate the CPU per delivery of both processes.",
+            "",
+            "| server | max delivered (msg/s) | × | CPU/delivery (µs) |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, without, within in streams:
+            best_off, best_on = mean_best(without), mean_best(within)
+            cost_off = [step.cpu_us_per_delivery for step in without.at_fixed_rate]
+            cost_on = [step.cpu_us_per_delivery for step in within.at_fixed_rate]
+            rows.append(
+                f"| {name} | {count(best_off)} → {count(best_on)} "
+                f"| {ratio(best_on, best_off)} "
+                f"| {spread(cost_off, tenths)} → {spread(cost_on, tenths)} |"
+            )
+    return rows
+
+
+def storm_table(results: dict[str, ServerResults]) -> list[str]:
+    storms = [(name, results[name].storms) for name in names(results)]
+    storms = [(name, found) for name, found in storms if found]
+    if not storms:
+        return []
+    clients = storms[0][1][0].clients
+    rows = [
+        "## A reconnect storm after a deploy",
+        "",
+        f"{clients:,} clients (one user each) are joined to one room on one "
+        "process. Then, per row, a fresh process starts, the old one gets SIGTERM "
+        "(every client closed with 1012, as in a deploy), a publisher on another "
+        "process publishes the messages missed, and every client reconnects at "
+        "once to the fresh process: handshake and auth (at most "
+        "64 in flight, as when connecting above), then at once "
+        '`{"type": "join", "room": R, "since": {"offset": N, "epoch": E}}` with '
+        "the position it had. Seconds from the first handshake to the last "
+        "`authed`, the last `joined`, and the last missed message received. "
+        "Recovered: clients whose `joined` said `recovered: true` and that got "
+        "every message missed, once each, in order. Redis reads: script calls "
+        "on Redis during the storm (nothing is published then: each is a history "
+        "read). Server CPU: the fresh process's, during the storm.",
+        "",
+        "![recovery time against messages missed](recovery.png)",
+        "",
+        "| server | missed | connected (s) | joined (s) | recovered (s) "
+        "| recovered clients | messages replayed | duplicates, out of order "
+        "| Redis reads | server CPU (s) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, found in storms:
+        for storm in found:
+            whole = f"{storm.recovered:,} of {storm.clients:,}"
+            rows.append(
+                f"| {name} | {storm.missed} | {storm.connect_seconds:.2f} "
+                f"| {storm.joined_seconds:.2f} | {storm.recovered_seconds:.2f} "
+                f"| {whole if storm.complete else f'**{whole}**'} "
+                f"| {storm.delivered:,} | {storm.duplicates}, {storm.out_of_order} "
+                f"| {storm.redis_reads:,} | {storm.server_cpu:.2f} |"
+            )
+    return rows
+
+
+def the_storm(entry: ServerResults) -> Storm | None:
+    """The storm of the issue's target: STORM_MISSED messages behind."""
+    return next((s for s in entry.storms if s.missed == STORM_MISSED), None)
+
+
+def mean_best(e2e: E2E) -> float | None:
+    """The mean over the repeats of the deliveries a second at the highest
+    sustained rate."""
+    found = at_best(e2e, lambda step: step.delivered_per_second)
+    present = [value for value in found if value is not None]
+    return statistics.fmean(present) if present else None
+
+
 def at_best(e2e: E2E, figure: Callable[[Step], float]) -> list[float | None]:
     """A figure of each repeat's step at its highest sustained rate."""
     return [figure(search.best) if search.best else None for search in e2e.searches]
 
 
 def mean_maximum(results: dict[str, ServerResults], name: str) -> float | None:
-    """The mean over the repeats of the deliveries a second at the highest
-    sustained rate: what the ratios compare."""
+    """mean_best of the server's end-to-end phase: what the ratios compare."""
     e2e = results[name].e2e if name in results else None
-    found = at_best(e2e, lambda step: step.delivered_per_second) if e2e else []
-    present = [value for value in found if value is not None]
-    return statistics.fmean(present) if present else None
+    return mean_best(e2e) if e2e else None
 
 
 def e2e_table(results: dict[str, ServerResults]) -> list[str]:
@@ -428,6 +554,41 @@ def targets(results: dict[str, ServerResults]) -> list[str]:
                 f" slow client {'closed' if closed else 'still open'}",
                 within and closed,
             )
+    for name in FRAMEWORKS:
+        entry = results.get(name)
+        if entry is None or not entry.history:
+            continue
+        measured, met = [], None
+        for n in big:
+            off, on = entry.history_off.get(n), entry.sizes.get(n)
+            if off and on and off.p50 and on.p50:
+                measured.append(f"N={int(n):,}: {on.p50 / off.p50:.2f}×")
+                met = (met is not False) and on.p50 <= HISTORY_COMPLETION * off.p50
+        add(
+            f"{name}: completion with history within {HISTORY_COMPLETION}× of without",
+            "; ".join(measured) or "—",
+            met,
+        )
+        stream_off, stream_on = entry.e2e_history_off, entry.e2e
+        best_off = mean_best(stream_off) if stream_off else None
+        best_on = mean_best(stream_on) if stream_on else None
+        add(
+            f"{name}: end-to-end maximum with history ≥ {HISTORY_E2E}× of without",
+            ratio(best_on, best_off),
+            best_on >= HISTORY_E2E * best_off if best_on and best_off else None,
+        )
+        storm = the_storm(entry)
+        add(
+            f"{name}: storm of {storm.clients if storm else 5000:,} clients each "
+            f"{STORM_MISSED} behind recovered within {STORM_SECONDS:g} s",
+            f"{storm.recovered_seconds:.2f} s, {storm.redis_reads} Redis reads"
+            + ("" if storm.complete else ", **not every message**")
+            if storm
+            else "—",
+            storm.complete and storm.recovered_seconds <= STORM_SECONDS
+            if storm
+            else None,
+        )
     if memory_met is False:
         rows += ["", WEBSOCKETS_MEMORY]
     return rows
@@ -654,6 +815,8 @@ def markdown(data: Results) -> str:
         lines += memory_table(results) + [""]
     lines += auth_table(results) + [""]
     lines += e2e_table(results) + [""]
+    lines += history_table(results) + [""]
+    lines += storm_table(results) + [""]
     lines += slow_table(results) + [""]
     lines += targets(results) + [""]
     lines += changes() + [""]
@@ -698,6 +861,34 @@ def chart(results: dict[str, ServerResults], path: Path) -> None:
     for index, value in enumerate(values):
         if not math.isnan(value):
             right.annotate(f"{value:.1f}", (index, value), ha="center", va="bottom")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    pyplot.close(figure)
+
+
+def recovery_chart(results: dict[str, ServerResults], path: Path) -> None:
+    """Seconds until every client of the storm has every message it missed,
+    against how many it missed, a line per variant."""
+    storms = {name: results[name].storms for name in names(results)}
+    storms = {name: found for name, found in storms.items() if found}
+    if not storms:
+        return
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(figsize=(6.4, 4.2))
+    for name, found in storms.items():
+        points = sorted((storm.missed, storm.recovered_seconds) for storm in found)
+        axes.plot(*zip(*points, strict=True), marker="o", label=name)
+    clients = next(iter(storms.values()))[0].clients
+    axes.set_xlabel("messages missed by each client")
+    axes.set_ylabel("first handshake → last message recovered (s)")
+    axes.set_title(f"reconnect storm: {clients:,} clients, one process")
+    axes.set_ylim(bottom=0)
+    axes.grid(True, alpha=0.3)
+    axes.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     pyplot.close(figure)

@@ -45,6 +45,14 @@ class Config:
     slow_pad: int
     slow_rounds_before: int
     slow_rounds: int
+    # Of the sizes, those at which each variant with history runs a second time
+    # with HISTORY_SIZE=0 (and its end-to-end phase too): history's cost, measured
+    # next to it. Defaults: runs from before history had none.
+    history_off_sizes: tuple[int, ...] = ()
+    # The reconnect storm: this many clients of one process, each this many
+    # messages behind, per point of the recovery chart.
+    storm_clients: int = 0
+    storm_missed: tuple[int, ...] = ()
 
 
 @dataclass
@@ -233,6 +241,38 @@ class Slow:
 
 
 @dataclass
+class Storm:
+    """A deploy's reconnect storm on one process: ``clients`` connections, each
+    ``missed`` messages behind, all reconnecting at once with ``since``."""
+
+    clients: int
+    missed: int
+    # From the first handshake to the last authed, to the last joined, and to
+    # the last missed message received: seconds.
+    connect_seconds: float
+    joined_seconds: float
+    recovered_seconds: float
+    recovered: int  # joined with "recovered": true
+    delivered: int  # missed messages received, all clients
+    duplicates: int  # a message received again
+    out_of_order: int  # a message received before an earlier one
+    # Script calls (EVALSHA) on Redis during the storm: nothing was published
+    # then, so every one is a history read.
+    redis_reads: int
+    server_cpu: float  # the process's CPU seconds during the storm
+
+    @property
+    def complete(self) -> bool:
+        """Every client recovered every message it missed, once, in order."""
+        return (
+            self.recovered == self.clients
+            and self.delivered == self.clients * self.missed
+            and not self.duplicates
+            and not self.out_of_order
+        )
+
+
+@dataclass
 class ServerResults:
     versions: str
     load_at_start: float
@@ -243,6 +283,11 @@ class ServerResults:
     identity: bool = False  # a variant whose clients authenticate
     # The anonymous runs (AUTH_ANONYMOUS=true, no auth frame), by str(n).
     anonymous: dict[str, Size] = field(default_factory=dict)
+    history: bool = False  # a variant with history (on, at its default size)
+    # The runs with HISTORY_SIZE=0: by str(n), and the end-to-end phase.
+    history_off: dict[str, Size] = field(default_factory=dict)
+    e2e_history_off: E2E | None = None
+    storms: list[Storm] = field(default_factory=list)  # by missed, ascending
 
 
 @dataclass

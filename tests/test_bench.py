@@ -30,6 +30,7 @@ from results import (
     Size,
     Slow,
     Step,
+    Storm,
     dump,
     load,
 )
@@ -165,9 +166,39 @@ def sample() -> Results:
         rss_idle=size.rss_idle - 300 * 1500,
         completions=[0.016, 0.02],
     )
+    # History off: completing a little sooner, and delivering more end to end.
+    history_off = dataclasses.replace(size, completions=[0.018, 0.025])
+    e2e_history_off = dataclasses.replace(
+        e2e,
+        searches=[Search([step(80)]), Search([step(100)])],
+    )
+    storms = [
+        Storm(
+            clients=300,
+            missed=missed,
+            connect_seconds=0.4,
+            joined_seconds=0.5,
+            recovered_seconds=0.5 + missed / 100,
+            recovered=300,
+            delivered=300 * missed,
+            duplicates=0,
+            out_of_order=0,
+            redis_reads=1,
+            server_cpu=0.45,
+        )
+        for missed in (10, 50)
+    ]
     entry = ServerResults("websockets 17.4", 0.5, {"300": size}, e2e, slow, 0.01)
     results = {
-        name: dataclasses.replace(entry, identity=True, anonymous={"300": anonymous})
+        name: dataclasses.replace(
+            entry,
+            identity=True,
+            anonymous={"300": anonymous},
+            history=True,
+            history_off={"300": history_off},
+            e2e_history_off=e2e_history_off,
+            storms=storms,
+        )
         for name in AVAILABLE
     }
     results.update({name: entry for name in report.REFERENCES})
@@ -209,6 +240,52 @@ def test_report_shows_what_authentication_costs():
     settings = doc.split("| server | what it is |", 1)[0]
     assert "AUTH_SECRET is a fixed 43-byte bench key" in settings, settings
     assert "WS_MAX_CONNECTIONS_PER_CLIENT" in settings, settings
+
+
+def test_report_shows_what_history_costs_and_the_storm():
+    data = sample()
+    doc = report.markdown(data)
+    section = doc.split("## What history costs", 1)[1].split("\n## ")[0]
+    # p50 18 ms off, 20 ms on (the lower of two rounds); p99 25 and 30 ms.
+    row = "| websockets | 300 | 18.0 → 20.0 | 1.11× | 25.0 → 30.0 | 3,000 → 3,000 |"
+    assert row in section, section
+    # End to end: 8,000 and 10,000 deliveries a second off (mean 9,000), and
+    # 5,660 on (both repeats at 56.6/s): 0.63×, under the 0.7× target.
+    assert "| websockets | 9,000 → 5,660 | 0.63× |" in section, section
+    storm = doc.split("## A reconnect storm after a deploy", 1)[1].split("\n## ")[0]
+    assert (
+        "| websockets | 50 | 0.40 | 0.50 | 1.00 | 300 of 300 | 15,000 | 0, 0 | 1 |"
+        in storm
+    )
+    assert "(recovery.png)" in storm
+    targets = doc.split("## Targets", 1)[1].split("\n## ")[0]
+    assert "| websockets: completion with history within 1.1× of without | " in targets
+    # The sample's storm: 1 s and complete; its end-to-end ratio misses.
+    assert (
+        "each 50 behind recovered within 10 s | 1.00 s, 1 Redis reads | yes |"
+        in targets
+    )
+    assert "≥ 0.7× of without | 0.63× | **no** |" in targets, targets
+    # A client that missed a message, or got one twice, is not recovered.
+    for name in AVAILABLE:
+        data.results[name].storms[1].duplicates = 1
+    doc = report.markdown(data)
+    assert "| **300 of 300** |" in doc
+    assert "1 Redis reads, **not every message** | **no** |" in doc
+
+
+def test_report_of_a_template_before_history_says_nothing_of_it():
+    data = sample()
+    for name in AVAILABLE:
+        data.results[name] = dataclasses.replace(
+            data.results[name],
+            history=False,
+            history_off={},
+            e2e_history_off=None,
+            storms=[],
+        )
+    doc = report.markdown(data)
+    assert "## What history costs" not in doc and "reconnect storm" not in doc
 
 
 def test_report_of_a_template_before_identity_says_so():
@@ -270,13 +347,13 @@ def quick() -> tuple[Results, Path]:
     out = ROOT / "build" / "bench" / "quick"
     raw = ROOT / "build" / "bench" / "quick.json"
     raw.unlink(missing_ok=True)
-    # About 1.5 min on 2 cores; the first run also builds the servers' venvs.
-    run_ok(sys.executable, "bench/run.py", "--quick", cwd=ROOT, timeout=840)
+    # About 5 min on this 2-core machine; the first run also builds the servers' venvs.
+    run_ok(sys.executable, "bench/run.py", "--quick", cwd=ROOT, timeout=1500)
     return load(Results, raw), out
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1800)
 def test_quick_lane_measures_every_server(quick):
     """Every server connected all its clients, delivered every round, sustained
     the first rate of each repeat's search and the fixed rate, and got through
@@ -306,15 +383,28 @@ def test_quick_lane_measures_every_server(quick):
         anonymous = entry.anonymous[n]
         assert not anonymous.authenticated and anonymous.lost == 0, name
         assert len(anonymous.completions) == cfg.rounds, name
+        # History: the run with it off beside, end to end too; and the storm,
+        # every client recovering every message it missed, once, in order, from
+        # fewer Redis reads than clients (a read shared by a storm's joins).
+        assert entry.history, name
+        off = entry.history_off[n]
+        assert off.lost == 0 and len(off.completions) == cfg.rounds, name
+        assert entry.e2e_history_off and entry.e2e_history_off.searches, name
+        assert [s.missed for s in entry.storms] == list(cfg.storm_missed), name
+        for storm in entry.storms:
+            assert storm.complete, (name, storm)
+            assert 1 <= storm.redis_reads < storm.clients, (name, storm)
     doc = (out / "benchmarks.md").read_text()
     assert all(f"| {name} |" in doc for name in SERVERS)
     assert "| above idle (µs) |" in doc
     assert "## What authentication costs" in doc
+    assert "## What history costs" in doc and "## A reconnect storm" in doc
     assert (out / "benchmarks.png").read_bytes().startswith(b"\x89PNG")
+    assert (out / "recovery.png").read_bytes().startswith(b"\x89PNG")
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(900)
+@pytest.mark.timeout(1800)
 def test_quick_lane_keeps_the_robust_order(quick):
     """PEER-DJANGO (channel layer, a send per member through Redis) is several
     times slower than the websockets and django variants (one subscription per

@@ -81,16 +81,32 @@ class _CatchUp:
     again: after a deploy every client of a room comes back with the same since
     within a few seconds."""
 
-    __slots__ = ("window", "tail", "expires", "size")
+    __slots__ = ("window", "tail", "expires", "size", "_known", "_indexed")
 
     def __init__(self) -> None:
         self.window: Window | None = None  # None: the read is in flight
         self.tail: list[Payload] = []
         self.expires = float("inf")
         self.size = 0  # bytes of the messages it holds
+        self._known: dict[int, Payload] = {}
+        self._indexed = -1  # of the tail; -1: not even the window yet
 
     def shareable(self, now: float) -> bool:
         return self.expires > now and self.size <= CATCH_UP_BYTES
+
+    def by_offset(self) -> dict[int, Payload]:
+        """The window's and the tail's messages of the window's epoch by offset,
+        indexed once for every join that shares them (a storm's thousands)."""
+        window = self.window
+        assert window is not None  # a read's joins share it once it is back
+        epoch = window.position.epoch
+        if self._indexed < 0:
+            self._known = _by_offset(window.payloads, epoch)
+            self._indexed = 0
+        if self._indexed < len(self.tail):
+            self._known.update(_by_offset(self.tail[self._indexed :], epoch))
+            self._indexed = len(self.tail)
+        return self._known
 
 
 # A reconnect storm: clients back off for up to a few seconds (0.5 s doubling,
@@ -204,7 +220,7 @@ class Node:
         window = shared.window
         assert window is not None  # a room's reads run one at a time (its lock)
         epoch = window.position.epoch
-        known = _by_offset(window.payloads + shared.tail, epoch)
+        known = shared.by_offset()
         fresh: list[Payload] = []
         if entry.position is None:  # the room's first read: live starts after it
             entry.position = position = window.position
