@@ -1206,6 +1206,7 @@ def record(name: str, template: Path, data: Results) -> None:
             }
             for server, entry in data.results.items()
         },
+        machine=f"{data.meta.machine.cpu}, {data.meta.machine.cores} cores",
     )
     CHANGES.mkdir(exist_ok=True)
     dump(kept, CHANGES / f"{name}.json")

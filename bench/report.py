@@ -679,16 +679,24 @@ def notes(data: Results) -> list[str]:
     return rows
 
 
-# The --record runs of the harness, in the order of their file names.
+# The --record runs of the harness, in the order of the numbers their file names
+# start with (10-history after 9-identity).
 CHANGES = Path(__file__).resolve().parent / "changes"
 # The broadcast size the changes table compares: the issue's main target size.
 CHANGE_SIZE = "5000"
 
 
+def change_order(path: Path) -> tuple[float, str]:
+    """A record's place in the table: its number, then its name."""
+    number, _, rest = path.stem.partition("-")
+    return (int(number), rest) if number.isdigit() else (math.inf, path.stem)
+
+
 def changes() -> list[str]:
     """The generated apps before and after each measured change, from the figures
     the harness kept with --record (each file names the commit it baked)."""
-    runs = [(path.stem, load(Change, path)) for path in sorted(CHANGES.glob("*.json"))]
+    paths = sorted(CHANGES.glob("*.json"), key=change_order)
+    runs = [(path.stem, load(Change, path)) for path in paths]
     if not runs:
         return []
     rows = [
@@ -698,10 +706,11 @@ def changes() -> list[str]:
         "<name>` on the template as of the commit named (broadcast phase, one app "
         f"process). Completion p50 / p99 at N = {int(CHANGE_SIZE):,} in ms, then "
         "RSS per idle connection in KiB, then (recorded since identity) the "
-        "connect rate in conn/s.",
+        "connect rate in conn/s. Only rows of one machine compare (—: not "
+        "recorded, an earlier one).",
         "",
-        "| run | commit | " + " | ".join(FRAMEWORKS) + " |",
-        "|---|---|" + "---|" * len(FRAMEWORKS),
+        "| run | commit | machine | " + " | ".join(FRAMEWORKS) + " |",
+        "|---|---|---|" + "---|" * len(FRAMEWORKS),
     ]
     for name, run in runs:
         cells = []
@@ -715,7 +724,8 @@ def changes() -> list[str]:
                 + ("" if size.connect_rate is None else f"; {size.connect_rate:,.0f}")
             )
         commit = run.commit.split()[0]  # the hash; the name says what changed
-        rows.append(f"| {name} | {commit} | " + " | ".join(cells) + " |")
+        machine = run.machine or "—"
+        rows.append(f"| {name} | {commit} | {machine} | " + " | ".join(cells) + " |")
     return rows
 
 

@@ -318,6 +318,9 @@ class Change:
     date: str
     commit: str
     results: dict[str, dict[str, Figures]]
+    # The CPU and cores it ran on (recorded since history; None before): rows of
+    # different machines do not compare.
+    machine: str | None = None
 
 
 def percentile(values: list[float], q: float) -> float | None:

@@ -331,13 +331,23 @@ def test_tokens_are_what_the_apps_verify():
 def test_recorded_changes_load_whole_and_render(path: Path):
     change = load(Change, path)
     written = json.loads(path.read_text())
-    # Records from before the connect rate was kept load it as None.
+    # Records from before the connect rate, or the machine, was kept load it
+    # as None.
+    written.setdefault("machine", None)
     for sizes in written["results"].values():
         for figures in sizes.values():
             figures.setdefault("connect_rate", None)
     assert dataclasses.asdict(change) == written
     rows = [row for row in report.changes() if row.startswith(f"| {path.stem} |")]
     assert len(rows) == 1 and rows[0].count(" / ") == len(AVAILABLE), rows
+
+
+def test_recorded_changes_are_in_the_order_of_their_numbers():
+    rows = [
+        row for row in report.changes() if row.startswith("| ") and "commit" not in row
+    ]
+    numbers = [int(row.split("|")[1].strip().split("-")[0]) for row in rows]
+    assert numbers == sorted(numbers) and len(numbers) >= 10, numbers
 
 
 @pytest.fixture(scope="module")
