@@ -209,7 +209,7 @@ class Client(asyncio.Protocol):
                     self.replies.put_nowait(payload)
                 elif b'"published"' in payload:  # counted, not queued: thousands
                     self.acks += 1
-                    if self.acked and self.acks >= self.acks_wanted:
+                    if self.acked is not None and self.acks >= self.acks_wanted:
                         self.acked.set_result(None)
                         self.acked = None
             elif opcode == 9:  # ping: the servers' keep-alive wants a pong
@@ -425,6 +425,8 @@ async def publish_confirmed(worker: Worker, cmd: dict[str, Any]) -> dict[str, An
     for i in range(cmd["count"]):
         publisher.send_text(publish_text(True, cmd["seq"] + i, ""))
     if publisher.acks < publisher.acks_wanted:
+        # At most 100 publishes to an idle server: milliseconds; a minute means
+        # the replies are not coming, and the harness reports it.
         await asyncio.wait_for(publisher.acked, 60)
     return {"acks": publisher.acks}
 
